@@ -1,0 +1,63 @@
+// CNetBackends: the few things Swift cannot reach on its own.
+// <linux/if.h> and <linux/if_tun.h> stay in shim.c: in a public header they clash
+// with Glibc's <net/if.h> inside Swift's module, so the numbers are exported here.
+#ifndef CNETBACKENDS_H
+#define CNETBACKENDS_H
+
+#include <stdint.h>
+
+#ifdef __linux__
+// Not part of Swift's Glibc module.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#endif
+
+// ioctl request numbers (built by _IOW/_IOR macros, which do not import).
+extern const unsigned long cnb_TUNSETIFF;
+extern const unsigned long cnb_TUNGETIFF;
+extern const unsigned long cnb_TUNGETFEATURES;
+extern const unsigned long cnb_TUNSETVNETHDRSZ;
+extern const unsigned long cnb_TUNGETVNETHDRSZ;
+extern const unsigned long cnb_TUNSETOFFLOAD;
+extern const unsigned long cnb_TUNSETPERSIST;
+extern const unsigned long cnb_TUNSETCARRIER;
+
+// TUNSETIFF flags (linux/if_tun.h).
+extern const int cnb_IFF_TAP;
+extern const int cnb_IFF_NO_PI;
+extern const int cnb_IFF_VNET_HDR;
+extern const int cnb_IFF_MULTI_QUEUE;
+
+// TUNSETOFFLOAD flags: what the reader of the tap fd accepts (linux/if_tun.h).
+extern const unsigned int cnb_TUN_F_CSUM;
+extern const unsigned int cnb_TUN_F_TSO4;
+extern const unsigned int cnb_TUN_F_TSO6;
+extern const unsigned int cnb_TUN_F_TSO_ECN;
+extern const unsigned int cnb_TUN_F_UFO;
+extern const unsigned int cnb_TUN_F_USO4;
+extern const unsigned int cnb_TUN_F_USO6;
+
+extern const int cnb_IFNAMSIZ;
+
+// setns(2) needs _GNU_SOURCE, which Swift's Glibc module is not built with.
+int cnb_setns(int fd, int nstype);
+extern const int cnb_CLONE_NEWNET;
+
+// ioctl with a pointer or a by-value argument (ioctl(2) is variadic).
+int cnb_ioctl_ptr(int fd, unsigned long request, void *arg);
+int cnb_ioctl_ulong(int fd, unsigned long request, unsigned long arg);
+
+// TUNSETIFF: name may be "" (kernel picks); the final name is copied to out_name
+// (IFNAMSIZ bytes). Returns -1 with errno set on failure.
+int cnb_tun_set_iff(int fd, const char *name, int flags, char *out_name);
+
+// struct ifreq operations on an AF_INET/AF_PACKET control socket.
+int cnb_if_set_mtu(int sock, const char *name, int mtu);
+int cnb_if_get_mtu(int sock, const char *name, int *mtu);
+int cnb_if_set_up(int sock, const char *name, int up);
+int cnb_if_set_mac(int sock, const char *name, const uint8_t mac[6]);
+int cnb_if_get_mac(int sock, const char *name, uint8_t mac[6]);
+
+#endif

@@ -1,0 +1,102 @@
+#define _GNU_SOURCE
+#include "CNetBackends.h"
+
+#include <errno.h>
+#include <linux/if.h>
+#include <linux/if_arp.h>
+#include <linux/if_tun.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+
+const unsigned long cnb_TUNSETIFF = TUNSETIFF;
+const unsigned long cnb_TUNGETIFF = TUNGETIFF;
+const unsigned long cnb_TUNGETFEATURES = TUNGETFEATURES;
+const unsigned long cnb_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
+const unsigned long cnb_TUNGETVNETHDRSZ = TUNGETVNETHDRSZ;
+const unsigned long cnb_TUNSETOFFLOAD = TUNSETOFFLOAD;
+const unsigned long cnb_TUNSETPERSIST = TUNSETPERSIST;
+const unsigned long cnb_TUNSETCARRIER = TUNSETCARRIER;
+
+const int cnb_IFF_TAP = IFF_TAP;
+const int cnb_IFF_NO_PI = IFF_NO_PI;
+const int cnb_IFF_VNET_HDR = IFF_VNET_HDR;
+const int cnb_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
+
+const unsigned int cnb_TUN_F_CSUM = TUN_F_CSUM;
+const unsigned int cnb_TUN_F_TSO4 = TUN_F_TSO4;
+const unsigned int cnb_TUN_F_TSO6 = TUN_F_TSO6;
+const unsigned int cnb_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
+const unsigned int cnb_TUN_F_UFO = TUN_F_UFO;
+#ifdef TUN_F_USO4
+const unsigned int cnb_TUN_F_USO4 = TUN_F_USO4;
+const unsigned int cnb_TUN_F_USO6 = TUN_F_USO6;
+#else  // older uapi headers: values from Linux 6.2's if_tun.h
+const unsigned int cnb_TUN_F_USO4 = 0x20;
+const unsigned int cnb_TUN_F_USO6 = 0x40;
+#endif
+
+const int cnb_IFNAMSIZ = IFNAMSIZ;
+
+int cnb_setns(int fd, int nstype) { return setns(fd, nstype); }
+const int cnb_CLONE_NEWNET = CLONE_NEWNET;
+
+_Static_assert(IFNAMSIZ == 16, "ifreq name size");
+
+int cnb_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+int cnb_ioctl_ulong(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+static void ifr_init(struct ifreq *ifr, const char *name) {
+    memset(ifr, 0, sizeof *ifr);
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+}
+
+int cnb_tun_set_iff(int fd, const char *name, int flags, char *out_name) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    ifr.ifr_flags = (short)flags;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) return -1;
+    memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
+    out_name[IFNAMSIZ - 1] = 0;
+    return 0;
+}
+
+int cnb_if_set_mtu(int sock, const char *name, int mtu) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    ifr.ifr_mtu = mtu;
+    return ioctl(sock, SIOCSIFMTU, &ifr);
+}
+
+int cnb_if_get_mtu(int sock, const char *name, int *mtu) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    if (ioctl(sock, SIOCGIFMTU, &ifr) < 0) return -1;
+    *mtu = ifr.ifr_mtu;
+    return 0;
+}
+
+int cnb_if_set_up(int sock, const char *name, int up) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) return -1;
+    if (up) ifr.ifr_flags |= IFF_UP; else ifr.ifr_flags &= ~IFF_UP;
+    return ioctl(sock, SIOCSIFFLAGS, &ifr);
+}
+
+int cnb_if_set_mac(int sock, const char *name, const uint8_t mac[6]) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+    return ioctl(sock, SIOCSIFHWADDR, &ifr);
+}
+
+int cnb_if_get_mac(int sock, const char *name, uint8_t mac[6]) {
+    struct ifreq ifr;
+    ifr_init(&ifr, name);
+    if (ioctl(sock, SIOCGIFHWADDR, &ifr) < 0) return -1;
+    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    return 0;
+}

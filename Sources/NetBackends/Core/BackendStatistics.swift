@@ -1,0 +1,23 @@
+/// Counters kept by a backend or a relay direction. Updated on the loop thread only;
+/// plain integers so that counting costs nothing on the hot path.
+public final class BackendStatistics: @unchecked Sendable {
+    public var frames: UInt64 = 0
+    public var bytes: UInt64 = 0
+    /// Frames that carried a GSO header (one super-frame, many wire segments).
+    public var gsoFrames: UInt64 = 0
+    /// GSO frames cut into segments in software because the receiver could not take them.
+    public var softwareSegmented: UInt64 = 0
+    private var dropCounts = [UInt64](repeating: 0, count: DropReason.allCases.count)
+
+    public init() {}
+
+    @inline(__always)
+    public func countDrop(_ reason: DropReason) { dropCounts[reason.rawValue] &+= 1 }
+
+    public func drops(_ reason: DropReason) -> UInt64 { dropCounts[reason.rawValue] }
+
+    public var totalDrops: UInt64 { dropCounts.reduce(0, +) }
+
+    /// Every reason with its count, zeros included, for reports.
+    public var dropsByReason: [(DropReason, UInt64)] { DropReason.allCases.map { ($0, dropCounts[$0.rawValue]) } }
+}

@@ -1,0 +1,236 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a frame was dropped. Each reason is counted on its own (CONTRACT.md `drops`).
+public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// The receiver's buffer list was shorter than the frame (the seed's -ENOSPC).
+    case noSpace
+    /// The interface is administratively down (a tap write fails with EIO).
+    case linkDown
+    /// Larger than the largest legal frame, or rejected by the kernel as malformed.
+    case malformed
+    /// A GSO frame for a side that cannot take one (negotiation should prevent it).
+    case offloadUnsupported
+    /// No peer attached to take it (a socket backend between peers).
+    case noPeer
+    /// Shorter than an Ethernet header, or cut short by the transport.
+    case truncated
+
+    public var description: String {
+        switch self {
+        case .noSpace: return "no_space"
+        case .linkDown: return "link_down"
+        case .malformed: return "malformed"
+        case .offloadUnsupported: return "offload_unsupported"
+        case .noPeer: return "no_peer"
+        case .truncated: return "truncated"
+        }
+    }
+}
+
+/// The result of `send`: handed over, would block (the backend calls the writable
+/// handler once it can take more), or dropped for a counted reason.
+public enum SendResult: Equatable, Sendable {
+    case sent(Int)
+    case wouldBlock
+    case dropped(DropReason)
+}
+
+/// The result of `receive`: nothing waiting (the seed's 0), one whole frame of `length`
+/// bytes (header included when the backend's header length is not 0), or a frame that
+/// was consumed and dropped whole, never half-delivered.
+public enum ReceiveResult: Equatable, Sendable {
+    case empty
+    case frame(length: Int)
+    case dropped(length: Int, reason: DropReason)
+}
+
+/// The largest Ethernet frame a backend passes: a 64 KiB GSO payload limit of 65535 plus
+/// an Ethernet header and a VLAN tag. Socket transports reject anything longer.
+public let maximumFrameLength = 65535 + 14 + 4
+
+/// A network backend: the seed's `struct net_backend` made a Swift class.
+///
+/// Frontend API (what a virtual NIC or a relay calls), with the seed's semantics:
+/// - `send` hands one frame over as a scatter-gather list; `receive` fills one; both
+///   never block. `receive` returns `.empty` when nothing waits.
+/// - `setCapabilities(_:vnetHeaderLength:)` accepts 0, 10 or 12 and may be called again at
+///   any time (a guest reset renegotiates). Afterwards `vnetHeaderLength` is either 0 or the
+///   frontend's length; at 0 the caller adds/strips the virtio-net header itself and must
+///   never hand this backend a GSO or NEEDS_CSUM frame.
+/// - `enableReceive`/`disableReceive`: after `disableReceive` returns, the receive handler
+///   is not running and is not called until `enableReceive` (from another thread too).
+/// - All calls other than `disableReceive` happen on the event loop's thread.
+///
+/// A backend kind subclasses this and overrides the `open` members; it watches its
+/// descriptor with `watch(fd:)` so that readiness reaches the handlers.
+open class NetBackend: @unchecked Sendable {
+    public let spec: BackendSpec
+    /// The kind's name, e.g. "tap".
+    public let kind: String
+    public let eventLoop: EventLoop
+    /// What the backend is attached to, for messages: an interface name, a socket path.
+    public internal(set) var name: String
+    /// The backend's virtio-net header length: 0, or the frontend's (seed: be_vnet_hdr_len).
+    public internal(set) var vnetHeaderLength = 0
+    /// The frontend's header length from the last `setCapabilities` (seed: fe_vnet_hdr_len).
+    public private(set) var frontendHeaderLength = 0
+    public private(set) var negotiatedFeatures: VirtioNetFeatures = []
+    public let statistics = BackendStatistics()
+
+    private var source: EventSource?
+    private var receiveHandler: (@Sendable () -> Void)?
+    private var writableHandler: (@Sendable () -> Void)?
+    private var linkStateHandler: (@Sendable (_ up: Bool) -> Void)?
+    private var discardBuffer: UnsafeMutableRawPointer?
+
+    public init(spec: BackendSpec, kind: String, name: String, eventLoop: EventLoop) {
+        self.spec = spec
+        self.kind = kind
+        self.name = name
+        self.eventLoop = eventLoop
+    }
+
+    deinit {
+        discardBuffer?.deallocate()
+    }
+
+    // MARK: what a kind provides
+
+    /// The virtio-net features this backend can support (seed: get_cap).
+    open var capabilities: VirtioNetFeatures { [] }
+
+    /// The header lengths this backend can carry itself; 0 means the caller handles it.
+    open var supportedHeaderLengths: [Int] { [0] }
+
+    /// The header length this backend would pick when it may choose (a relay asks).
+    open var preferredHeaderLength: Int { supportedHeaderLengths.max() ?? 0 }
+
+    /// Applies accepted features; returns the backend's header length, 0 or `vnetHeaderLength`.
+    open func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int { 0 }
+
+    /// Sends one frame. `more` says another frame follows in this batch; a backend that
+    /// syncs per batch (rings, kicks) may wait for `flush`.
+    open func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        fatalError("\(kind) backend does not implement send")
+    }
+
+    /// Ends a batch of sends.
+    open func flush() throws(NetBackendError) {}
+
+    /// Receives one frame into `buffers`, or `.empty`.
+    open func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        fatalError("\(kind) backend does not implement receive")
+    }
+
+    /// Length of the next frame (with header), 0 when none waits (seed: peek_recvlen).
+    open func peekReceiveLength() throws(NetBackendError) -> Int { 0 }
+
+    /// Whether the far end is there to take frames (a socket backend between peers is
+    /// down). A relay mirrors it onto the other side with `setCarrier`.
+    open var isLinkUp: Bool { true }
+
+    /// Shows link up/down to whatever sits behind this backend (a tap: TUNSETCARRIER).
+    /// The default does nothing.
+    open func setCarrier(_ up: Bool) throws(NetBackendError) {}
+
+    /// Releases the backend's resources. Idempotent.
+    open func close() {
+        source?.cancel()
+        source = nil
+    }
+
+    // MARK: the frontend API
+
+    /// Tells the backend which features the frontend accepted and its header length.
+    public final func setCapabilities(_ features: VirtioNetFeatures, vnetHeaderLength length: Int) throws(NetBackendError) {
+        guard VirtioNetHeader.validLengths.contains(length) else {
+            throw .invalidArgument("\(name): virtio-net header length \(length) is not 0, 10 or 12")
+        }
+        let extra = features.subtracting(capabilities)
+        guard extra.isEmpty else {
+            throw .invalidArgument("\(name): features \(extra) are not offered by this backend (it offers \(capabilities))")
+        }
+        let be = try configure(features: features, vnetHeaderLength: length)
+        precondition(be == 0 || be == length, "backend header length must be 0 or the frontend's")
+        frontendHeaderLength = length
+        vnetHeaderLength = be
+        negotiatedFeatures = features
+    }
+
+    /// The convenience most callers want: send a frame held in one buffer.
+    @inline(__always)
+    public final func send(_ frame: UnsafeRawBufferPointer, more: Bool = false) throws(NetBackendError) -> SendResult {
+        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress), iov_len: frame.count)
+        return try withUnsafePointer(to: &iov) { (p) throws(NetBackendError) -> SendResult in
+            try send(UnsafeBufferPointer(start: p, count: 1), more: more)
+        }
+    }
+
+    /// Receives into one buffer.
+    @inline(__always)
+    public final func receive(into buffer: UnsafeMutableRawBufferPointer) throws(NetBackendError) -> ReceiveResult {
+        var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        return try withUnsafePointer(to: &iov) { (p) throws(NetBackendError) -> ReceiveResult in
+            try receive(into: UnsafeBufferPointer(start: p, count: 1))
+        }
+    }
+
+    /// Reads one frame and throws it away (seed: netbe_rx_discard); `.empty` when none.
+    public final func discardReceived() throws(NetBackendError) -> ReceiveResult {
+        let size = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
+        if discardBuffer == nil { discardBuffer = .allocate(byteCount: size, alignment: 16) }
+        return try receive(into: UnsafeMutableRawBufferPointer(start: discardBuffer, count: size))
+    }
+
+    /// Called on the loop thread when frames wait; it should `receive` until `.empty`
+    /// or until it has done a batch. Set before `enableReceive`.
+    public final func setReceiveHandler(_ handler: @escaping @Sendable () -> Void) {
+        receiveHandler = handler
+    }
+
+    /// Called on the loop thread when a backend that returned `.wouldBlock` can take more.
+    public final func setWritableHandler(_ handler: @escaping @Sendable () -> Void) {
+        writableHandler = handler
+    }
+
+    /// Called on the loop thread when `isLinkUp` changes (a peer attached or left).
+    public final func setLinkStateHandler(_ handler: @escaping @Sendable (_ up: Bool) -> Void) {
+        linkStateHandler = handler
+    }
+
+    open func enableReceive() { source?.enable(.read) }
+
+    /// See the type's contract: no receive callback after this returns.
+    open func disableReceive() { source?.disable(.read) }
+
+    // MARK: for subclasses
+
+    /// Watches `fd` for this backend: read readiness calls the receive handler,
+    /// write readiness (after `armWritable`) the writable handler.
+    public final func watch(fd: Int32) throws(NetBackendError) {
+        do {
+            source = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
+                if ready.contains(.write) {
+                    self.source?.disable(.write)
+                    self.writableHandler?()
+                }
+                if ready.contains(.read) { self.receiveHandler?() }
+            }
+        } catch {
+            throw .system(error)
+        }
+    }
+
+    /// Asks for one writable callback; call when `send` returned `.wouldBlock`.
+    public final func armWritable() { source?.enable(.write) }
+
+    /// Signals readiness by hand, for backends whose frames do not come from `fd`.
+    public final func notifyReceive() { receiveHandler?() }
+    public final func notifyWritable() { writableHandler?() }
+    /// Subclasses call this when `isLinkUp` changed.
+    public final func notifyLinkState(_ up: Bool) { linkStateHandler?(up) }
+}

@@ -1,0 +1,75 @@
+/// One registration with an `EventLoop`: a descriptor, its handler and the interest
+/// currently enabled. See `EventLoop` for the threading contract.
+public final class EventSource: @unchecked Sendable {
+    public let fd: Int32
+    public let name: String
+    let id: UInt64
+    let handler: EventLoop.Handler
+    private unowned let loop: EventLoop
+    private let ownsDescriptor: Bool
+    // Guarded by loop.lock.
+    var enabled: EventLoop.Interest = []
+    var running = false
+    var waiters = 0
+    var cancelled = false
+
+    init(loop: EventLoop, id: UInt64, fd: Int32, name: String, ownsDescriptor: Bool, handler: @escaping EventLoop.Handler) {
+        self.loop = loop
+        self.id = id
+        self.fd = fd
+        self.name = name
+        self.ownsDescriptor = ownsDescriptor
+        self.handler = handler
+    }
+
+    /// Adds `interest`; the handler is called while the descriptor is ready for it.
+    public func enable(_ interest: EventLoop.Interest) {
+        loop.lock.lock()
+        defer { loop.lock.unlock() }
+        let old = enabled
+        enabled.formUnion(interest)
+        if enabled != old { loop.updateLocked(self, from: old) }
+    }
+
+    /// Removes `interest`. From another thread: returns once the handler is not
+    /// running, and no call for `interest` starts after that.
+    public func disable(_ interest: EventLoop.Interest) {
+        loop.lock.lock()
+        defer { loop.lock.unlock() }
+        let old = enabled
+        enabled.subtract(interest)
+        if enabled != old { loop.updateLocked(self, from: old) }
+        loop.waitNotRunningLocked(self)
+    }
+
+    public var isEnabled: EventLoop.Interest {
+        loop.lock.withLock { enabled }
+    }
+
+    /// Unregisters for good (the seed's mevent_delete), closing the descriptor if the
+    /// loop owns it. Same waiting rule as `disable`.
+    public func cancel() {
+        loop.lock.lock()
+        defer { loop.lock.unlock() }
+        guard !cancelled else { return }
+        let old = enabled
+        enabled = []
+        if !old.isEmpty { loop.updateLocked(self, from: old) }
+        cancelled = true
+        loop.removeLocked(self)
+        loop.waitNotRunningLocked(self)
+        closeDescriptorIfOwned()
+    }
+
+    func closeDescriptorIfOwned() {
+        if ownsDescriptor { _ = systemClose(fd) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+#elseif canImport(Darwin)
+import Darwin
+@inline(__always) func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+#endif

@@ -1,0 +1,99 @@
+#if os(Linux)
+import CNetBackends
+import Glibc
+
+/// epoll, eventfd and timerfd: the Linux half of `EventLoop`. Each registration's id
+/// rides in epoll's user data, so an event for a closed-and-reused descriptor is
+/// recognised as stale by the loop's id lookup.
+final class Selector: @unchecked Sendable {
+    struct Event {
+        var id: UInt64
+        var ready: EventLoop.Interest
+    }
+
+    private let epfd: Int32
+    private var wakeFD: Int32 = -1
+    private var raw: UnsafeMutablePointer<epoll_event>
+    private var rawCapacity = 0
+
+    init() throws(SystemCallError) {
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if epfd < 0 { throw SystemCallError(call: "epoll_create1", device: "event loop", errno: errno) }
+        raw = UnsafeMutablePointer<epoll_event>.allocate(capacity: 256)
+        rawCapacity = 256
+    }
+
+    func close() {
+        raw.deallocate()
+        _ = Glibc.close(epfd)
+    }
+
+    private static func mask(_ i: EventLoop.Interest) -> UInt32 {
+        var m: UInt32 = 0
+        if i.contains(.read) { m |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
+        if i.contains(.write) { m |= EPOLLOUT.rawValue }
+        return m
+    }
+
+    func update(fd: Int32, id: UInt64, old: EventLoop.Interest, new: EventLoop.Interest) throws(SystemCallError) {
+        var ev = epoll_event(events: Self.mask(new), data: epoll_data_t(u64: id))
+        let op: Int32
+        if new.isEmpty { op = EPOLL_CTL_DEL } else if old.isEmpty { op = EPOLL_CTL_ADD } else { op = EPOLL_CTL_MOD }
+        if epoll_ctl(epfd, op, fd, &ev) < 0 {
+            throw SystemCallError(call: "epoll_ctl", device: "fd \(fd)", errno: errno)
+        }
+    }
+
+    /// Waits; HUP/ERR are reported as both read and write so whichever interest is
+    /// enabled sees the condition (its own I/O call then returns the error).
+    func wait(_ out: UnsafeMutablePointer<Event>, capacity: Int, timeoutMilliseconds: Int32) throws(SystemCallError) -> Int {
+        let cap = min(capacity, rawCapacity)
+        while true {
+            let n = epoll_wait(epfd, raw, Int32(cap), timeoutMilliseconds)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemCallError(call: "epoll_wait", device: "event loop", errno: errno)
+            }
+            for i in 0..<Int(n) {
+                let e = raw[i].events
+                var ready: EventLoop.Interest = []
+                if e & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { ready.insert(.read) }
+                if e & (EPOLLOUT.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { ready.insert(.write) }
+                out[i] = Event(id: raw[i].data.u64, ready: ready)
+            }
+            return Int(n)
+        }
+    }
+
+    func makeEventFD() throws(SystemCallError) -> Int32 {
+        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        if fd < 0 { throw SystemCallError(call: "eventfd", device: "event loop", errno: errno) }
+        wakeFD = fd
+        return fd
+    }
+
+    func signalEventFD() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Reads an eventfd or timerfd counter so it stops being readable.
+    func drainEventFD(_ fd: Int32) {
+        var v: UInt64 = 0
+        _ = Glibc.read(fd, &v, 8)
+    }
+
+    func makeTimerFD(intervalMilliseconds: Int, name: String) throws(SystemCallError) -> Int32 {
+        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
+        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
+        let ts = timespec(tv_sec: intervalMilliseconds / 1000, tv_nsec: (intervalMilliseconds % 1000) * 1_000_000)
+        var spec = itimerspec(it_interval: ts, it_value: ts)
+        if timerfd_settime(fd, 0, &spec, nil) < 0 {
+            let e = errno
+            _ = Glibc.close(fd)
+            throw SystemCallError(call: "timerfd_settime", device: name, errno: e)
+        }
+        return fd
+    }
+}
+#endif

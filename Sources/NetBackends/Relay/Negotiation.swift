@@ -1,0 +1,23 @@
+/// What each side of a relay may accept, following the rule that a side may be handed
+/// only what its peer accepts on send: A's GUEST_* are B's HOST_* (and CSUM), and back.
+public enum Negotiation {
+    static let offloads = VirtioNetFeatures.guestOffloads.union(.hostOffloads)
+
+    /// Features to pass to `side.setCapabilities` when joined to `peer`.
+    public static func features(for side: VirtioNetFeatures, peer: VirtioNetFeatures) -> VirtioNetFeatures {
+        side.intersection(offloads).intersection(peer.mirrored).withPrerequisites
+    }
+}
+
+extension VirtioNetFeatures {
+    /// Drops bits whose prerequisites are absent (virtio 1.2, 5.1.3.1): TSO, UFO and USO
+    /// need their side's checksum offload; ECN needs a TSO.
+    public var withPrerequisites: VirtioNetFeatures {
+        var f = self
+        if !f.contains(.guestCsum) { f.subtract([.guestTSO4, .guestTSO6, .guestUFO, .guestUSO4, .guestUSO6]) }
+        if !f.contains(.csum) { f.subtract([.hostTSO4, .hostTSO6, .hostUFO, .hostUSO]) }
+        if f.isDisjoint(with: [.guestTSO4, .guestTSO6]) { f.remove(.guestECN) }
+        if f.isDisjoint(with: [.hostTSO4, .hostTSO6]) { f.remove(.hostECN) }
+        return f
+    }
+}

@@ -1,0 +1,48 @@
+/// Joins two backends both ways (what `netbe connect` runs). On `start` it negotiates
+/// offloads so that each side is handed only what the other accepts on send, sets each
+/// side's preferred header length, and relays on the backends' event loop.
+public final class Relay: @unchecked Sendable {
+    public let a: NetBackend
+    public let b: NetBackend
+    public let forward: RelayDirection     // a -> b
+    public let backward: RelayDirection    // b -> a
+
+    public init(_ a: NetBackend, _ b: NetBackend, capture: PcapWriter? = nil) throws(NetBackendError) {
+        precondition(a.eventLoop === b.eventLoop, "both backends must run on the same event loop")
+        self.a = a
+        self.b = b
+        let capsA = a.capabilities
+        let capsB = b.capabilities
+        try a.setCapabilities(Negotiation.features(for: capsA, peer: capsB), vnetHeaderLength: a.preferredHeaderLength)
+        try b.setCapabilities(Negotiation.features(for: capsB, peer: capsA), vnetHeaderLength: b.preferredHeaderLength)
+        forward = RelayDirection(from: a, to: b, capture: capture)
+        backward = RelayDirection(from: b, to: a, capture: capture)
+    }
+
+    /// Installs the handlers and enables receive on both sides. A backend error stops
+    /// the loop with that error.
+    public func start() {
+        let loop = a.eventLoop
+        let f = forward, r = backward
+        a.setReceiveHandler { do throws(NetBackendError) { try f.pump() } catch { loop.stop(throwing: error) } }
+        b.setReceiveHandler { do throws(NetBackendError) { try r.pump() } catch { loop.stop(throwing: error) } }
+        b.setWritableHandler { do throws(NetBackendError) { try f.resume() } catch { loop.stop(throwing: error) } }
+        a.setWritableHandler { do throws(NetBackendError) { try r.resume() } catch { loop.stop(throwing: error) } }
+        // A side whose peer is away shows the other side link down (a tap loses carrier).
+        a.setLinkStateHandler { [b] up in do throws(NetBackendError) { try b.setCarrier(up) } catch { loop.stop(throwing: error) } }
+        b.setLinkStateHandler { [a] up in do throws(NetBackendError) { try a.setCarrier(up) } catch { loop.stop(throwing: error) } }
+        do throws(NetBackendError) {
+            try a.setCarrier(b.isLinkUp)
+            try b.setCarrier(a.isLinkUp)
+        } catch {
+            loop.stop(throwing: error)
+        }
+        a.enableReceive()
+        b.enableReceive()
+    }
+
+    public func stop() {
+        a.disableReceive()
+        b.disableReceive()
+    }
+}

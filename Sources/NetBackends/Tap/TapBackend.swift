@@ -1,0 +1,229 @@
+import CNetBackends
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Linux tap (`tap*`, and `vmnet*` as in bhyve). Options (CONTRACT.md): `netns=`,
+/// `mtu=`, `mac=`, `up=on|off`, `offload=on|off`, `vnet=on|off`, `hdrlen=10|12`.
+///
+/// Receive: a tap read truncates silently into a short buffer and tun has no FIONREAD, so
+/// a frame goes straight into the caller's buffers only when they can hold the largest
+/// frame; otherwise it lands in a bounce buffer and is copied, or dropped whole.
+/// With a virtio-net header on the fd but a frontend header length of 0, the backend
+/// strips and adds a zeroed 10-byte header itself, with offloads off.
+public final class TapBackend: NetBackend, @unchecked Sendable {
+    public static let kind = BackendKind(
+        name: "tap", prefixes: ["tap", "vmnet"],
+        summary: "Linux tap device via /dev/net/tun, with virtio-net header and offloads",
+        availability: {
+            access("/dev/net/tun", F_OK) == 0 ? .available : .unavailable("no /dev/net/tun")
+        },
+        open: { (spec, loop) throws(NetBackendError) in try TapBackend(spec: spec, eventLoop: loop) }
+    )
+
+    private var fd: Int32
+    /// The interface existed before we attached (persistent); it is left in place.
+    public let attachedToExisting: Bool
+    public let namespace: String?
+    private let vnet: Bool
+    private let offloadsAllowed: Bool
+    private let headerPreference: Int
+    private let probed: TapOffloads
+    /// Bytes of header on the fd that the frontend does not see (10 or 0).
+    private var hiddenHeader = 0
+    /// The fd's current header size, to skip redundant ioctls on renegotiation.
+    private var fdHeaderLength = VirtioNetHeader.baseLength
+    private var carrier = true
+
+    private let bounceSize = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
+    private let bounce: UnsafeMutableRawPointer
+    private var bounceLength = -1      // a peeked frame waiting in `bounce`, or -1
+    private let sendVector: UnsafeMutablePointer<iovec>
+    private let sendVectorCapacity = 1025
+    // Read-only after initialisation: shared by every tap.
+    nonisolated(unsafe) private static let zeroHeader: UnsafeMutableRawPointer = {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        return p
+    }()
+
+    public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
+        let r = SpecReader(spec)
+        let netns = try r.string("netns")
+        let vnet = try r.bool("vnet", default: true)
+        let offload = try r.bool("offload", default: true)
+        let hdrlen = try r.choice("hdrlen", ["10", "12"]).flatMap { Int($0) } ?? VirtioNetHeader.mergeableLength
+        let options = TapDevice.Options(name: spec.name, vnet: vnet, mtu: try r.int("mtu", in: 68...65535),
+                                        mac: try r.mac("mac"), up: try r.bool("up", default: true))
+        try r.finish(kind: "tap")
+        if spec.name.utf8.count >= Int(cnb_IFNAMSIZ) {
+            throw .badSpec("bad spec '\(spec.text)': interface name '\(spec.name)' is longer than \(cnb_IFNAMSIZ - 1) bytes")
+        }
+        if !vnet && spec.values("hdrlen").count > 0 {
+            throw .badSpec("bad spec '\(spec.text)': hdrlen= needs vnet=on")
+        }
+        let device = try NetworkNamespace.run(in: netns) { () throws(NetBackendError) -> TapDevice in try TapDevice.open(options) }
+        fd = device.fd
+        attachedToExisting = device.attached
+        namespace = netns
+        self.vnet = vnet
+        offloadsAllowed = offload
+        headerPreference = vnet ? hdrlen : 0
+        probed = device.offloads
+        hiddenHeader = vnet ? VirtioNetHeader.baseLength : 0
+        bounce = .allocate(byteCount: bounceSize, alignment: 64)
+        sendVector = .allocate(capacity: sendVectorCapacity)
+        let label = netns.map { "\($0):\(device.name)" } ?? device.name
+        super.init(spec: spec, kind: "tap", name: label, eventLoop: eventLoop)
+        do {
+            try watch(fd: fd)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+        bounce.deallocate()
+        sendVector.deallocate()
+    }
+
+    public override var capabilities: VirtioNetFeatures {
+        guard vnet else { return [] }
+        return offloadsAllowed ? probed.features : [.mrgRxbuf]
+    }
+
+    public override var supportedHeaderLengths: [Int] { vnet ? [0, 10, 12] : [0] }
+    public override var preferredHeaderLength: Int { headerPreference }
+
+    /// What TUNSETOFFLOAD found this kernel supports (before `offload=off`).
+    public var probedFeatures: VirtioNetFeatures { probed.features }
+
+    public override func configure(features: VirtioNetFeatures, vnetHeaderLength length: Int) throws(NetBackendError) -> Int {
+        bounceLength = -1
+        guard vnet else { return 0 }
+        let fdLength = length == 0 ? VirtioNetHeader.baseLength : length
+        if fdLength != fdHeaderLength {
+            var size = Int32(fdLength)
+            do { try Syscall.ioctl(fd, "TUNSETVNETHDRSZ", cnb_TUNSETVNETHDRSZ, &size, device: name) } catch { throw .system(error) }
+            fdHeaderLength = fdLength
+        }
+        let offloads = length == 0 ? [] : TapOffloads(accepting: features)
+        do {
+            try Syscall.ioctl(fd, "TUNSETOFFLOAD", cnb_TUNSETOFFLOAD, value: UInt(offloads.rawValue), device: name)
+        } catch { throw .system(error) }
+        hiddenHeader = length == 0 ? VirtioNetHeader.baseLength : 0
+        return length
+    }
+
+    /// TUNSETCARRIER: the interface shows NO-CARRIER while the far side is away.
+    public override func setCarrier(_ up: Bool) throws(NetBackendError) {
+        guard up != carrier else { return }
+        var on: Int32 = up ? 1 : 0
+        do { try Syscall.ioctl(fd, "TUNSETCARRIER", cnb_TUNSETCARRIER, &on, device: name) } catch { throw .system(error) }
+        carrier = up
+    }
+
+    @inline(__always)
+    private func gone(_ e: SystemCallError) -> NetBackendError {
+        switch e.errno {
+        case EBADFD, ENXIO, ENODEV:
+            return .deviceGone("tap \(name) went away (interface deleted or its namespace removed): \(e)")
+        default:
+            return .system(e)
+        }
+    }
+
+    public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        var vector = frame.baseAddress!
+        var count = frame.count
+        if hiddenHeader != 0 {
+            // The fd wants a header the frontend does not have: put a zeroed one in front.
+            guard count < sendVectorCapacity else { statistics.countDrop(.malformed); return .dropped(.malformed) }
+            sendVector[0] = iovec(iov_base: Self.zeroHeader, iov_len: hiddenHeader)
+            (sendVector + 1).update(from: vector, count: count)
+            vector = UnsafePointer(sendVector)
+            count += 1
+        }
+        let result: IOResult
+        do {
+            result = try Syscall.writev(fd, vector, count, device: name)
+        } catch {
+            switch error.errno {
+            case EIO:
+                statistics.countDrop(.linkDown)
+                return .dropped(.linkDown)
+            case EINVAL, EMSGSIZE, EFAULT:
+                statistics.countDrop(.malformed)
+                return .dropped(.malformed)
+            default:
+                throw gone(error)
+            }
+        }
+        switch result {
+        case .wouldBlock:
+            armWritable()
+            return .wouldBlock
+        case .processed(let n):
+            statistics.frames &+= 1
+            statistics.bytes &+= UInt64(n)
+            return .sent(n - hiddenHeader)
+        }
+    }
+
+    public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        if bounceLength < 0 && hiddenHeader == 0 {
+            var capacity = 0
+            for v in buffers { capacity &+= v.iov_len }
+            if capacity >= bounceSize - 64 {
+                // Zero-copy: the caller's buffers hold any frame the tap can produce.
+                let r: IOResult
+                do { r = try Syscall.readv(fd, buffers.baseAddress!, buffers.count, device: name) } catch { throw gone(error) }
+                guard case .processed(let n) = r, n > 0 else { return .empty }
+                return .frame(length: n)
+            }
+        }
+        if bounceLength < 0 {
+            guard try fillBounce() else { return .empty }
+        }
+        let length = bounceLength - hiddenHeader
+        bounceLength = -1
+        var remaining = length
+        var from = bounce + hiddenHeader
+        for v in buffers where remaining > 0 {
+            let n = min(v.iov_len, remaining)
+            if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
+            from += n
+            remaining -= n
+        }
+        if remaining > 0 {
+            statistics.countDrop(.noSpace)
+            return .dropped(length: length, reason: .noSpace)
+        }
+        return .frame(length: length)
+    }
+
+    public override func peekReceiveLength() throws(NetBackendError) -> Int {
+        if bounceLength < 0 {
+            guard try fillBounce() else { return 0 }
+        }
+        return bounceLength - hiddenHeader
+    }
+
+    private func fillBounce() throws(NetBackendError) -> Bool {
+        let r: IOResult
+        do { r = try Syscall.read(fd, bounce, bounceSize, device: name) } catch { throw gone(error) }
+        guard case .processed(let n) = r, n > hiddenHeader else { return false }
+        bounceLength = n
+        return true
+    }
+
+    public override func close() {
+        super.close()
+        if fd >= 0 {
+            _ = Glibc.close(fd)
+            fd = -1
+        }
+    }
+}
