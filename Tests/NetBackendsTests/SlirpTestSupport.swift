@@ -32,7 +32,7 @@ final class SlirpNetwork {
         case "$1" in
         bound|renew)
             ip addr add "$ip/$mask" dev "$interface"
-            ip route add default via "$router" dev "$interface"
+            [ -z "$router" ] || ip route add default via "$router" dev "$interface"
             echo "lease $ip router $router dns $dns" ;;
         esac
         """.write(toFile: script, atomically: true, encoding: .utf8)
@@ -45,11 +45,12 @@ final class SlirpNetwork {
         return String(line)
     }
 
-    /// Fetches `url` with busybox wget inside the namespace; nil when it fails.
+    /// Fetches `url` with busybox wget inside the namespace; nil when it fails. The time
+    /// limit comes from timeout(1): Debian's busybox-static wget crashes on its own `-T`.
     func fetch(_ url: String, seconds: Int = 10) throws -> Data? {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("nbt-fetch-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let p = try ns.spawn(["timeout", String(seconds), "busybox", "wget", "-q", "-T", String(seconds), "-O", file, url])
+        let p = try ns.spawn(["timeout", String(seconds), "busybox", "wget", "-q", "-O", file, url])
         guard try p.wait(seconds: Double(seconds) + 5) == 0 else { return nil }
         return FileManager.default.contents(atPath: file)
     }
@@ -115,8 +116,9 @@ final class LoopbackHTTPServer {
         try waitUntil(10, "the HTTP server on 127.0.0.1:\(port)") { tcpConnects("127.0.0.1", port) }
     }
 
+    // SIGKILL: a stateless test server, and pyenv's python3 may not die of SIGTERM at once.
     deinit {
-        _ = try? process.stop()
+        _ = try? process.stop(SIGKILL)
         try? FileManager.default.removeItem(at: directory)
     }
 }
@@ -142,7 +144,7 @@ final class LoopbackUDPEcho {
         try process.waitForLine("listening")
     }
 
-    deinit { _ = try? process.stop() }
+    deinit { _ = try? process.stop(SIGKILL) }
 }
 
 /// Sends one UDP datagram from inside `ns` to HOST:PORT and returns the first reply
@@ -185,7 +187,7 @@ func tcpConnects(_ host: String, _ port: Int) -> Bool {
 func hostFetch(_ url: String) throws -> Data? {
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("nbt-hfetch-\(UUID().uuidString.prefix(8))").path
     defer { try? FileManager.default.removeItem(atPath: file) }
-    let p = try TestProcess(["timeout", "10", "busybox", "wget", "-q", "-T", "10", "-O", file, url])
+    let p = try TestProcess(["timeout", "10", "busybox", "wget", "-q", "-O", file, url])
     guard try p.wait(seconds: 15) == 0 else { return nil }
     return FileManager.default.contents(atPath: file)
 }
