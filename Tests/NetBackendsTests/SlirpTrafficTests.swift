@@ -41,7 +41,7 @@ import Testing
         let page = Data("served from the namespace \(UUID().uuidString)\n".utf8)
         try page.write(to: dir.appendingPathComponent("index.html"))
         let server = try net.ns.spawn(["busybox", "httpd", "-f", "-p", "10.0.2.15:\(guestPort)", "-h", dir.path])
-        defer { _ = try? server.stop() }
+        defer { _ = try? server.stop(SIGKILL) }   // a stateless test server
         var got: Data?
         try waitUntil(10, "the forwarded port to answer") {
             got = try hostFetch("http://127.0.0.1:\(hostPort)/index.html")
