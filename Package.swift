@@ -17,10 +17,17 @@ let package = Package(
         // Only what Swift cannot reach: ioctl request numbers built by _IOW macros,
         // struct ifreq handling and setns on a raw thread.
         .target(name: "CNetBackends"),
+        // libslirp, the user-mode TCP/IP stack behind the `slirp` backend (issue 4).
+        .systemLibrary(
+            name: "CSlirp",
+            pkgConfig: "slirp",
+            providers: [.apt(["libslirp-dev", "libglib2.0-dev"])]
+        ),
         .target(
             name: "NetBackends",
             dependencies: [
                 "CNetBackends",
+                "CSlirp",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

@@ -1,0 +1,88 @@
+import CNetBackends
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Frames libslirp produced, waiting for the frontend: a ring of preallocated slots.
+///
+/// libslirp calls its send-packet callback synchronously from inside `slirp_input` and
+/// `slirp_pollfds_poll`; the callback only copies into the next free slot here, so the
+/// frontend is never re-entered from inside libslirp. An eventfd is readable while the
+/// ring holds frames: the backend watches it, so frames reach the frontend through the
+/// event loop like any descriptor's data (and receive enable/disable works as usual).
+/// It is written when the ring turns non-empty and read when it turns empty, so it
+/// costs two system calls per burst, not per frame.
+final class SlirpFrameQueue {
+    let slotSize: Int
+    let capacity: Int
+    /// Readable while frames wait.
+    let readyFD: Int32
+    private let storage: UnsafeMutableRawPointer
+    private let lengths: UnsafeMutablePointer<Int>
+    private var head = 0      // next slot to pop
+    private var count = 0
+    private(set) var overflowDrops: UInt64 = 0
+    private(set) var oversizeDrops: UInt64 = 0
+
+    /// `slotSize`: the largest frame kept; `capacity`: frames held before dropping.
+    init(slotSize: Int, capacity: Int) throws(SystemCallError) {
+        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        if fd < 0 { throw SystemCallError(call: "eventfd", device: "slirp frame queue", errno: errno) }
+        readyFD = fd
+        self.slotSize = slotSize
+        self.capacity = capacity
+        storage = .allocate(byteCount: slotSize * capacity, alignment: 64)
+        lengths = .allocate(capacity: capacity)
+        lengths.initialize(repeating: 0, count: capacity)
+    }
+
+    deinit {
+        storage.deallocate()
+        lengths.deallocate()
+        _ = Glibc.close(readyFD)
+    }
+
+    var isEmpty: Bool { count == 0 }
+
+    /// Copies one frame in; a full ring or an oversized frame is dropped and counted
+    /// (libslirp's contract allows it: TCP retransmits).
+    @inline(__always)
+    func push(_ frame: UnsafeRawPointer, length: Int) {
+        guard length <= slotSize else { oversizeDrops &+= 1; return }
+        guard count < capacity else { overflowDrops &+= 1; return }
+        let slot = (head + count) % capacity
+        (storage + slot * slotSize).copyMemory(from: frame, byteCount: length)
+        lengths[slot] = length
+        count += 1
+        if count == 1 {
+            var one: UInt64 = 1
+            _ = Glibc.write(readyFD, &one, 8)
+        }
+    }
+
+    /// Length of the frame at the head, 0 when empty.
+    var headLength: Int { count == 0 ? 0 : lengths[head] }
+
+    /// Copies the head frame into `buffers` and removes it. Returns its length, or
+    /// nil when empty; a frame that does not fit is removed and reported by a negative length.
+    @inline(__always)
+    func pop(into buffers: UnsafeBufferPointer<iovec>) -> Int? {
+        guard count > 0 else { return nil }
+        let length = lengths[head]
+        var from = UnsafeRawPointer(storage + head * slotSize)
+        var remaining = length
+        for v in buffers where remaining > 0 {
+            let n = min(v.iov_len, remaining)
+            if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
+            from += n
+            remaining -= n
+        }
+        head = (head + 1) % capacity
+        count -= 1
+        if count == 0 {
+            var v: UInt64 = 0
+            _ = Glibc.read(readyFD, &v, 8)
+        }
+        return remaining > 0 ? -length : length
+    }
+}

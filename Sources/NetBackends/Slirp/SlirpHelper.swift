@@ -1,0 +1,80 @@
+import CSlirp
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The helper process's side (what `netbe slirp-helper` runs): libslirp in-process,
+/// joined by a `Relay` to the seqpacket socket from the main process.
+///
+/// Order matters: die-with-parent first (PR_SET_PDEATHSIG, then a getppid check for a
+/// parent that died before that), open libslirp and bind the port forwards while still
+/// privileged, then drop to `nobody` when running as root, and only then say ready.
+public enum SlirpHelper {
+    public static let subcommand = "slirp-helper"
+
+    /// Runs until the main process goes away; returns the exit status.
+    public static func run(socket fd: Int32, parent: pid_t, spec text: String) -> Int32 {
+        let log = Logger(label: "netbe.slirp-helper")
+        if netbe_die_with_parent(SIGKILL) != 0 || getppid() != parent {
+            return 1
+        }
+        signal(SIGPIPE, SIG_IGN)
+        let loop: EventLoop
+        let relay: Relay
+        let backends: [NetBackend]
+        do {
+            loop = try EventLoop()
+            let spec = try BackendSpec(parsing: text)
+            let reader = SpecReader(spec, repeatable: ["hostfwd"])
+            let configuration = try SlirpConfiguration(reader)
+            try reader.finish(kind: "slirp")
+            let slirp = try SlirpBackend(spec: spec, configuration: configuration, eventLoop: loop)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            let link = try SeqpacketBackend(spec: spec, kind: "seqpacket", name: "netbe main process", fd: fd, eventLoop: loop)
+            backends = [link, slirp]
+            try dropPrivileges()
+            relay = try Relay(link, slirp)
+        } catch let error as NetBackendError {
+            report(fd, status: error.exitStatus, error.description)
+            return error.exitStatus
+        } catch {
+            report(fd, status: 1, "\(error)")
+            return 1
+        }
+        var ready = SlirpHelperProcess.readyMessage
+        guard send(fd, &ready, 1, Int32(MSG_NOSIGNAL)) == 1 else { return 1 }
+        relay.start()
+        defer { backends.forEach { $0.close() } }
+        do {
+            try loop.run()
+        } catch let error as NetBackendError {
+            if case .deviceGone = error { return 0 }   // the main process went away
+            log.error("\(error)")
+            return error.exitStatus
+        } catch {
+            log.error("\(error)")
+            return 1
+        }
+        return 0
+    }
+
+    private static func report(_ fd: Int32, status: Int32, _ message: String) {
+        let digit = UInt8(ascii: "0") + UInt8(clamping: max(0, min(9, status)))
+        var bytes = [SlirpHelperProcess.errorMessage, digit] + Array(message.utf8.prefix(1000))
+        _ = send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL))
+    }
+
+    /// As root, becomes `nobody` (groups, gid, then uid); otherwise keeps the user.
+    static func dropPrivileges() throws(NetBackendError) {
+        guard geteuid() == 0 else { return }
+        guard let pw = getpwnam("nobody") else {
+            throw .unavailable("slirp helper: no user 'nobody' to drop privileges to")
+        }
+        let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+        if setgroups(0, nil) < 0 { throw .system(SystemCallError(call: "setgroups", device: "slirp helper", errno: errno)) }
+        if setgid(gid) < 0 { throw .system(SystemCallError(call: "setgid \(gid)", device: "slirp helper", errno: errno)) }
+        if setuid(uid) < 0 { throw .system(SystemCallError(call: "setuid \(uid)", device: "slirp helper", errno: errno)) }
+        if setuid(0) == 0 { throw .invalidArgument("slirp helper: root could be regained after dropping it") }
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# iperf3 through user-mode networking, namespace -> host and host -> namespace:
+# netbe's slirp backend with the helper process and in-process, against slirp4netns in
+# the same topology (a tap in a namespace, libslirp behind it, the iperf3 server on the
+# host's loopback reached through the gateway 10.0.2.2). Rounds are interleaved
+# (A, B, C, A, B, C...) and the median is reported, with ratios to slirp4netns.
+#
+# Usage (root): bench/slirp/run.sh [ROUNDS=3] [SECONDS=5]
+# Needs: iperf3 slirp4netns iproute2 python3, and netbe built (swift build -c release).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+rounds=${1:-3}
+secs=${2:-5}
+[ "$(id -u)" = 0 ] || { echo "run as root (namespaces, taps)" >&2; exit 1; }
+for t in iperf3 slirp4netns python3; do command -v $t >/dev/null || { echo "$t missing: apt-get install $t" >&2; exit 1; }; done
+netbe=${NETBE:-$(swift build -c release --show-bin-path)/netbe}
+[ -x "$netbe" ] || { echo "build netbe first: swift build -c release" >&2; exit 1; }
+
+ns=nbslirpbench$$
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+out=$(mktemp -d)
+relay=
+cleanup() {
+    [ -n "$relay" ] && kill "$relay" 2>/dev/null && wait "$relay" 2>/dev/null
+    [ -n "${server:-}" ] && kill "$server" 2>/dev/null
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "$out"
+}
+trap cleanup EXIT
+iperf3 -s -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+server=$!
+sleep 0.5
+
+start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    case $1 in
+        netbe-helper|netbe-inproc)
+            local h=on; [ "$1" = netbe-inproc ] && h=off
+            "$netbe" connect "tap0,netns=$ns" "slirp,helper=$h,ipv6=off" >"$out/relay.out" 2>"$out/relay.err" &
+            relay=$!
+            for _ in $(seq 100); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+            ip -n "$ns" addr add 10.0.2.100/24 dev tap0
+            ip -n "$ns" link set tap0 up
+            ip -n "$ns" route add default via 10.0.2.2 ;;
+        slirp4netns)
+            slirp4netns --configure --mtu=1500 --netns-type=path "/run/netns/$ns" tap0 >"$out/relay.out" 2>&1 &
+            relay=$!
+            for _ in $(seq 100); do ip -n "$ns" -4 addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.05; done ;;
+    esac
+    for _ in $(seq 100); do ip netns exec "$ns" ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "$1: no connectivity" >&2; exit 1
+}
+stop() {
+    kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null || true
+    relay=
+    ip netns del "$ns"
+}
+measure() {   # $1 = extra iperf3 flag (-R for host -> namespace); prints Gbit/s
+    ip netns exec "$ns" iperf3 -c 10.0.2.2 -p "$port" -t "$secs" $1 -J 2>/dev/null |
+        python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+
+configs=(netbe-helper netbe-inproc slirp4netns)
+for r in $(seq "$rounds"); do
+    for c in "${configs[@]}"; do
+        start "$c"
+        up=$(measure "")
+        down=$(measure -R)
+        stop
+        echo "round $r $c: namespace->host $up Gbit/s, host->namespace $down Gbit/s" >&2
+        echo "$c up $up" >>"$out/results"
+        echo "$c down $down" >>"$out/results"
+    done
+done
+
+python3 - "$out/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for c, d, v in rows:
+    med.setdefault((c, d), []).append(float(v))
+med = {k: statistics.median(v) for k, v in med.items()}
+print("| configuration | ns -> host Gbit/s | ratio | host -> ns Gbit/s | ratio |")
+print("| --- | --- | --- | --- | --- |")
+for c in ["netbe-helper", "netbe-inproc", "slirp4netns"]:
+    u, d = med[(c, "up")], med[(c, "down")]
+    bu, bd = med[("slirp4netns", "up")], med[("slirp4netns", "down")]
+    print(f"| {c} | {u:.2f} | {u/bu:.2f}x | {d:.2f} | {d/bd:.2f}x |")
+print(f"(median of {len(rows)//6} interleaved rounds; ratio = against slirp4netns)")
+PY
