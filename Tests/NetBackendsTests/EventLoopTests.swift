@@ -163,11 +163,13 @@ import Testing
     // MARK: disable from a second thread while frames flow
 
     /// Handler-side bookkeeping: `disabled` is set by the test thread right after
-    /// disableReceive() returns; a handler call starting while it is set is a violation.
+    /// disableReceive() returns; a handler call starting while it is set, or still
+    /// running once it is set, is a violation.
     struct FlowState {
         var disabled = true
         var calls = 0
-        var violations = 0
+        var lateStarts = 0
+        var lateEnds = 0
         var frames = 0
     }
 
@@ -184,12 +186,15 @@ import Testing
         tap.setReceiveHandler { [unowned tap] in
             state.withLock {
                 $0.calls += 1
-                if $0.disabled { $0.violations += 1 }
+                if $0.disabled { $0.lateStarts += 1 }
             }
             // A small batch leaves frames waiting, so the handler is called again and again.
             var n = 0
             while n < 4, case .frame = (try? tap.discardReceived()) ?? .empty { n += 1 }
-            state.withLock { $0.frames += n }
+            state.withLock {
+                $0.frames += n
+                if $0.disabled { $0.lateEnds += 1 }
+            }
         }
         let lt = try LoopThread(loop)
 
@@ -220,7 +225,8 @@ import Testing
         }
         usleep(50_000)
         let s = state.current
-        #expect(s.violations == 0, "\(s.violations) receive callbacks started after disableReceive() returned")
+        #expect(s.lateStarts == 0, "\(s.lateStarts) receive callbacks started after disableReceive() returned")
+        #expect(s.lateEnds == 0, "\(s.lateEnds) receive callbacks were still running after disableReceive() returned")
         #expect(s.calls > 0 && s.frames > 0, "no frames reached the handler (calls \(s.calls), frames \(s.frames))")
         #expect(cyclesWithCallbacks > cycles / 2, "only \(cyclesWithCallbacks) of \(cycles) enable cycles saw a callback")
 
