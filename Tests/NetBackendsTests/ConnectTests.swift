@@ -21,7 +21,8 @@ import Testing
         private(set) var netbe: TestProcess?
 
         init(a optionsA: String = "", b optionsB: String = "", extra: [String] = []) throws {
-            try requireTool("python3", package: "python3")
+            try requireDebianPython()
+            try requireTool("ping", package: "iputils-ping")
             a = try TestNamespace("A")
             b = try TestNamespace("B")
             netbe = try NetbeBinary.start(["connect", "tap0,netns=\(a.name)\(optionsA)", "tap0,netns=\(b.name)\(optionsB)"] + extra)

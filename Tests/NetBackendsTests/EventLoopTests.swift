@@ -175,7 +175,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func disableFromAnotherThreadNeverSeesALateCallback() throws {
-        try requireTool("python3", package: "python3")
+        try requireDebianPython()
         let ns = try TestNamespace("flow")
         try ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
         let loop = try EventLoop()
@@ -201,7 +201,7 @@ import Testing
         // The namespace streams UDP at a static neighbour reachable through the tap.
         try ns.address("tap0", "10.67.0.1/24")
         try sh("ip", "-n", ns.name, "neigh", "add", "10.67.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0")
-        let flood = try ns.spawn(["/usr/bin/python3", "-c", """
+        let flood = try ns.spawn([debianPython, "-c", """
             import socket
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             while True:

@@ -219,4 +219,36 @@ import Testing
         let netmap = try #require(list.first { $0["kind"] as? String == "netmap" })
         #expect((netmap["availability"] as? String)?.hasPrefix("unavailable") == true)
     }
+
+    // MARK: good specs on the command line and through the registry
+
+    @Test(arguments: [
+        ("", [0, 10, 12], 12),
+        (",hdrlen=10", [0, 10, 12], 10),
+        (",vnet=off", [0], 0),
+    ])
+    func probeReportsHeaderLengths(options: String, lengths: [Int], preferred: Int) throws {
+        let ns = try TestNamespace("probe")
+        let r = try NetbeBinary.run(["probe", "tap0,netns=\(ns.name)\(options)", "--json"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(o["kind"] as? String == "tap")
+        #expect(o["name"] as? String == "\(ns.name):tap0")
+        #expect(o["header_lengths"] as? [Int] == lengths)
+        #expect(o["preferred_header_length"] as? Int == preferred)
+        let caps = o["capabilities"] as? [String] ?? []
+        #expect(options == ",vnet=off" ? caps.isEmpty : caps.contains("HOST_TSO4"), "\(caps)")
+        // probe's tap was not persistent: it left with the process.
+        #expect(try sh(["ip", "-n", ns.name, "link", "show", "tap0"], allowFailure: true).isEmpty)
+    }
+
+    @Test func vmnetNameOpensATapOfThatName() throws {
+        let ns = try TestNamespace("vmnet")
+        let loop = try EventLoop()
+        let backend = try BackendRegistry.shared.open("vmnet3,netns=\(ns.name)", on: loop)
+        defer { backend.close() }
+        #expect(backend.kind == "tap")
+        #expect(backend is TapBackend)
+        #expect(try sh("ip", "-n", ns.name, "link", "show", "vmnet3").contains("vmnet3"))
+    }
 }

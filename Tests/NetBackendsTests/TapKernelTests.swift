@@ -147,11 +147,11 @@ import Testing
 
     @Test(arguments: setups)
     func kernelAnswersTCPSYNWithSYNACK(_ setup: Setup) throws {
-        try requireTool("python3", package: "python3")
+        try requireDebianPython()
         let f = try Fixture(setup)
         try f.addStaticNeighbour()
         let port: UInt16 = 5001
-        let listener = try f.ns.spawn(["/usr/bin/python3", "-c", """
+        let listener = try f.ns.spawn([debianPython, "-c", """
             import socket, time
             s = socket.socket()
             s.bind(("10.66.0.1", \(port)))

@@ -52,13 +52,13 @@ enum TcpTransfer {
     /// Starts a server on `host`:`port` in `ns` and waits until it listens. With
     /// `progressAfter` > 0 it prints `progress` once that many bytes arrived.
     static func server(in ns: TestNamespace, host: String, port: Int, progressAfter: Int = 0) throws -> TestProcess {
-        let p = try ns.spawn(["/usr/bin/python3", path, "server", host, String(port), String(progressAfter)])
+        let p = try ns.spawn([debianPython, path, "server", host, String(port), String(progressAfter)])
         try p.waitForLine("listening")
         return p
     }
 
     static func client(in ns: TestNamespace, host: String, port: Int, bytes: Int, seed: Int) throws -> TestProcess {
-        try ns.spawn(["/usr/bin/python3", path, "client", host, String(port), String(bytes), String(seed)])
+        try ns.spawn([debianPython, path, "client", host, String(port), String(bytes), String(seed)])
     }
 
     /// "sent N SHA" / "received N SHA" -> (N, SHA), after the process exited 0.
