@@ -20,101 +20,16 @@ import Testing
         Setup(options: ",vnet=off", headerLength: 0),   // no header anywhere
     ]
 
-    static let ourMAC: [UInt8] = [0x02, 0x00, 0x00, 0x5e, 0x00, 0x02]
-    static let ourIP: [UInt8] = [10, 66, 0, 2]
-    static let kernelIP: [UInt8] = [10, 66, 0, 1]
-
-    /// A namespace with the library's tap0 in it, the kernel at 10.66.0.1/24 on it.
-    final class Fixture {
-        let ns: TestNamespace
-        let loop: EventLoop
-        let tap: NetBackend
-        let headerLength: Int
-        let tapMAC: [UInt8]
-        private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 16)
-
-        init(_ setup: Setup = Setup(options: "", headerLength: 0), device: String = "tap0") throws {
-            ns = try TestNamespace("tapk")
-            // Without IPv6 the kernel sends nothing unasked (no router solicitations, no MLD).
-            try ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-            loop = try EventLoop()
-            tap = try BackendRegistry.shared.open("\(device),netns=\(ns.name)\(setup.options)", on: loop)
-            headerLength = setup.headerLength
-            try tap.setCapabilities([], vnetHeaderLength: headerLength)
-            try ns.address(device, "10.66.0.1/24")
-            let brief = try sh("ip", "-n", ns.name, "-br", "link", "show", device)
-            let fields = brief.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 3, let mac = parseMAC(String(fields[2])) else { throw TestFailure("no MAC in: \(brief)") }
-            tapMAC = mac
-        }
-
-        deinit {
-            tap.close()
-            buffer.deallocate()
-            ns.delete()
-        }
-
-        /// Sends `frame` with a zeroed header of the frontend's length in front; `.sent`
-        /// counts what the frontend handed over, header included (as the seed's writev).
-        func send(_ frame: [UInt8]) throws -> SendResult {
-            let bytes = [UInt8](repeating: 0, count: headerLength) + frame
-            return try bytes.withUnsafeBytes { try tap.send($0) }
-        }
-
-        /// Receives until a frame satisfies `match` (others are skipped), checking that a
-        /// frontend header says neither GSO nor NEEDS_CSUM (no offload was accepted).
-        func receive(seconds: Double = 3, _ what: String, _ match: (Frames.Parsed) -> Bool) throws -> Frames.Parsed {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                switch try tap.receive(into: buffer) {
-                case .empty:
-                    usleep(1000)
-                case .dropped(let length, let reason):
-                    throw TestFailure("a \(length)-byte frame was dropped (\(reason)) into a \(buffer.count)-byte buffer")
-                case .frame(let length):
-                    let parsed = try strip(length)
-                    if match(parsed) { return parsed }
-                }
-            }
-            throw TestFailure("no \(what) within \(seconds) s")
-        }
-
-        /// The frame after the frontend header, with the header checked.
-        func strip(_ length: Int) throws -> Frames.Parsed {
-            guard length >= headerLength + 14 else { throw TestFailure("a \(length)-byte frame is too short") }
-            if headerLength > 0 {
-                let h = try #require(VirtioNetHeader(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<headerLength])))
-                #expect(!h.isGSO, "GSO frame without GUEST_TSO accepted")
-                #expect(!h.flags.contains(.needsCsum), "NEEDS_CSUM without GUEST_CSUM accepted")
-            }
-            return Frames.Parsed(bytes: Array(buffer[headerLength..<length]))
-        }
-
-        func arpRequest() -> [UInt8] {
-            Frames.arpRequest(senderMAC: ourMAC, senderIP: ourIP, targetIP: kernelIP)
-        }
-
-        /// Lets the kernel reach our address without asking (IP tests should not depend on ARP).
-        func addStaticNeighbour() throws {
-            try sh("ip", "-n", ns.name, "neigh", "replace", "10.66.0.2", "lladdr", "02:00:00:5e:00:02", "dev", "tap0")
-        }
-
-        /// Waits until a frame is queued on the tap; returns its length as peeked.
-        func waitQueued() throws -> Int {
-            var length = 0
-            try waitUntil(3, "a frame on the tap") {
-                length = try tap.peekReceiveLength()
-                return length > 0
-            }
-            return length
-        }
-    }
+    typealias Fixture = TapFixture
+    static let ourMAC = TapFixture.ourMAC
+    static let ourIP = TapFixture.ourIP
+    static let kernelIP = TapFixture.kernelIP
 
     // MARK: the kernel answers
 
     @Test(arguments: setups)
     func kernelAnswersARP(_ setup: Setup) throws {
-        let f = try Fixture(setup)
+        let f = try Fixture(options: setup.options, headerLength: setup.headerLength)
         #expect(try f.send(f.arpRequest()) == .sent(f.headerLength + 42))
         let reply = try f.receive("ARP reply") { $0.isARPReply }
         #expect(reply.destinationMAC == Self.ourMAC)
@@ -127,7 +42,7 @@ import Testing
 
     @Test(arguments: setups)
     func kernelAnswersICMPEcho(_ setup: Setup) throws {
-        let f = try Fixture(setup)
+        let f = try Fixture(options: setup.options, headerLength: setup.headerLength)
         try f.addStaticNeighbour()
         let data = (0..<56).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         for seq: UInt16 in 1...3 {
@@ -148,7 +63,7 @@ import Testing
     @Test(arguments: setups)
     func kernelAnswersTCPSYNWithSYNACK(_ setup: Setup) throws {
         try requireDebianPython()
-        let f = try Fixture(setup)
+        let f = try Fixture(options: setup.options, headerLength: setup.headerLength)
         try f.addStaticNeighbour()
         let port: UInt16 = 5001
         let listener = try f.ns.spawn([debianPython, "-c", """
@@ -186,7 +101,7 @@ import Testing
 
     @Test(arguments: [0, 12])
     func peekGivesTheNextFrameWhichReceiveThenReturns(headerLength: Int) throws {
-        let f = try Fixture(Setup(options: "", headerLength: headerLength))
+        let f = try Fixture(headerLength: headerLength)
         #expect(try f.send(f.arpRequest()) == .sent(f.headerLength + 42))
         let peeked = try f.waitQueued()
         #expect(peeked == headerLength + 42, "an ARP reply is 42 bytes plus the frontend header")
@@ -199,7 +114,7 @@ import Testing
 
     @Test(arguments: [0, 12])
     func shortBufferListDropsTheWholeFrameAndTheNextStillArrives(headerLength: Int) throws {
-        let f = try Fixture(Setup(options: "", headerLength: headerLength))
+        let f = try Fixture(headerLength: headerLength)
         // Two requests, so two replies wait on the tap.
         for _ in 0..<2 { #expect(try f.send(f.arpRequest()) == .sent(f.headerLength + 42)) }
         _ = try f.waitQueued()

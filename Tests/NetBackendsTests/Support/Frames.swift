@@ -67,19 +67,34 @@ enum Frames {
         return m
     }
 
-    /// A bare SYN (no options) with its checksum over the IPv4 pseudo-header.
-    static func tcpSYN(src: [UInt8], dst: [UInt8], sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32) -> [UInt8] {
+    static let tcpFIN: UInt8 = 0x01, tcpSYNFlag: UInt8 = 0x02, tcpRST: UInt8 = 0x04
+    static let tcpPSH: UInt8 = 0x08, tcpACK: UInt8 = 0x10
+
+    /// A TCP segment. `options` must be a multiple of 4 bytes. With `partialChecksum` the
+    /// checksum field holds only the folded pseudo-header sum, as a sender leaves it for
+    /// NEEDS_CSUM (virtio 1.2, 5.1.6.2); otherwise it is complete.
+    static func tcp(src: [UInt8], dst: [UInt8], sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32,
+                    acknowledgment: UInt32 = 0, flags: UInt8, window: UInt16 = 65535, options: [UInt8] = [],
+                    payload: [UInt8] = [], partialChecksum: Bool = false) -> [UInt8] {
+        precondition(options.count % 4 == 0)
         var t: [UInt8] = []
         t.put16(sourcePort)
         t.put16(destinationPort)
         t.put32(sequence)
-        t.put32(0)
-        t += [5 << 4, 0x02]   // data offset 5 words; SYN
-        t.put16(65535)
+        t.put32(acknowledgment)
+        t += [UInt8((5 + options.count / 4) << 4), flags]
+        t.put16(window)
         t += [0, 0, 0, 0]     // checksum, urgent pointer
+        t += options + payload
         let sum = pseudoHeaderSum(src: src, dst: dst, proto: protoTCP, length: t.count)
-        t.set16(checksum(t[...], initial: sum), at: 16)
+        // The pseudo-header sum is already folded to 16 bits.
+        t.set16(partialChecksum ? UInt16(truncatingIfNeeded: sum) : checksum(t[...], initial: sum), at: 16)
         return t
+    }
+
+    /// A bare SYN (no options) with a complete checksum.
+    static func tcpSYN(src: [UInt8], dst: [UInt8], sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32) -> [UInt8] {
+        tcp(src: src, dst: dst, sourcePort: sourcePort, destinationPort: destinationPort, sequence: sequence, flags: tcpSYNFlag)
     }
 
     /// A frame read back: the fields the tests check.
@@ -121,6 +136,8 @@ enum Frames {
         var tcpSequence: UInt32 { l4.be32(4) }
         var tcpAcknowledgment: UInt32 { l4.be32(8) }
         var tcpFlags: UInt8 { l4[l4.startIndex + 13] }
+        var tcpHeaderLength: Int { Int(l4[l4.startIndex + 12] >> 4) * 4 }
+        var tcpPayload: ArraySlice<UInt8> { l4.dropFirst(tcpHeaderLength) }
         var tcpChecksumValid: Bool {
             checksum(l4, initial: pseudoHeaderSum(src: ipSource, dst: ipDestination, proto: protoTCP, length: l4.count)) == 0
         }
