@@ -108,6 +108,28 @@ import Testing
         for d in counters { #expect(Self.drops(d) == 0, "\(d)") }
     }
 
+    // (c) with `offload=off`: the header stays, no offload is asked for on either side.
+    @Test func offloadOffSideMakesBothDirectionsPlain() throws {
+        let j = try Joined(a: ",offload=off")
+        try transfer(j, from: j.a, to: j.b, .ipv4, bytes: 16 << 20)
+        try transfer(j, from: j.b, to: j.a, .ipv6, bytes: 16 << 20, port: 5202)
+        let (status, counters) = try j.stop()
+        #expect(status == 0, "netbe: \(j.process.stderr)")
+        for d in counters {
+            #expect(Self.number(d, "gso_frames") == 0, "\(d)")
+            #expect(Self.drops(d) == 0, "\(d)")
+        }
+    }
+
+    @Test func badSecondSpecExitsTwoAndRemovesTheFirstTap() throws {
+        let a = try TestNamespace("A")
+        let r = try NetbeBinary.run(["connect", "tap0,netns=\(a.name)", "tap1,netns=\(a.name),bogus=1"])
+        #expect(r.status == 2, "stderr: \(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("bogus"), "stderr: \(r.stderr)")
+        #expect(!r.stdout.contains("ready"))
+        #expect(try sh(["ip", "-n", a.name, "link", "show", "tap0"], allowFailure: true).isEmpty, "the first tap was left behind")
+    }
+
     // (d)
     @Test func pcapHoldsEveryRelayedFrame() throws {
         try requireTool("tcpdump", package: "tcpdump")
