@@ -171,6 +171,8 @@ import Testing
     }
 
     // (f)
+    // Deleting the namespace instead would not do: an open tap descriptor keeps its
+    // namespace alive (seen here: netbe keeps running), `ip netns del` only drops the name.
     @Test func deletedTapMakesNetbeExitOneWithoutSpinning() throws {
         let j = try Joined()
         let pid = j.process.pid
@@ -192,6 +194,22 @@ import Testing
         #expect(lines.count == 1, "want one error line naming the vanished tap: \(j.process.stderr)")
         // The other side's tap, created by netbe, went with it.
         #expect(try sh(["ip", "-n", j.b.name, "link", "show", "tap0"], allowFailure: true).isEmpty)
+    }
+
+    @Test func downTapCountsDropsAndNetbeKeepsGoing() throws {
+        let j = try Joined()
+        try sh("ip", "-n", j.b.name, "link", "set", "tap0", "down")
+        // A's frames towards B now fail to be written into B's tap.
+        _ = try sh(["ip", "netns", "exec", j.a.name, "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.88.0.2"], allowFailure: true)
+        #expect(j.process.isRunning, "netbe died on a down tap: \(j.process.stderr)")
+        try sh("ip", "-n", j.b.name, "link", "set", "tap0", "up")
+        try j.b.waitCarrier("tap0")
+        try sh("ip", "netns", "exec", j.a.name, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.88.0.2")
+        let (status, counters) = try j.stop()
+        #expect(status == 0, "netbe: \(j.process.stderr)")
+        let towardsB = try j.direction(from: j.a, in: counters)
+        let linkDown = ((towardsB["drops"] as? [String: Any])?["link_down"] as? NSNumber)?.intValue ?? 0
+        #expect(linkDown >= 3, "writes into a down tap count as link_down drops: \(towardsB)")
     }
 
     /// utime + stime of `pid` in clock ticks (proc(5), fields 14 and 15).
