@@ -54,6 +54,7 @@ import Testing
         }
     }
 
+    // A missing or non-numeric counter reads as a huge value, so that it fails any check.
     static func number(_ o: [String: Any], _ key: String) -> UInt64 { (o[key] as? NSNumber)?.uint64Value ?? .max }
     static func drops(_ o: [String: Any]) -> UInt64 {
         ((o["drops"] as? [String: Any]) ?? [:]).values.reduce(0) { $0 + (($1 as? NSNumber)?.uint64Value ?? .max / 4) }
@@ -65,7 +66,7 @@ import Testing
         #expect(r.sent == r.received, "sha256 differs over \(family): sent \(r.sent), received \(r.received)")
     }
 
-    // (a)
+    // Offloads on both sides: TSO super-frames cross whole.
     @Test(arguments: Family.allCases)
     func offloadsOnBothSidesCarryGSOFrames(_ family: Family) throws {
         let j = try Joined()
@@ -79,7 +80,7 @@ import Testing
         for d in counters { #expect(Self.drops(d) == 0, "\(d)") }
     }
 
-    // (b)
+    // A 10-byte header side and a 12-byte one: the relay converts headers both ways.
     @Test(arguments: Family.allCases)
     func tenByteHeaderSideJoinedToTwelveByteSide(_ family: Family) throws {
         let j = try Joined(a: ",hdrlen=10")
@@ -93,7 +94,8 @@ import Testing
         }
     }
 
-    // (c)
+    // An offloading side joined to a side without a header: negotiation must turn the
+    // offloads off, so no GSO frame is ever read from the offloading tap.
     @Test(arguments: Family.allCases)
     func offloadingSideJoinedToPlainSideReadsNoGSO(_ family: Family) throws {
         let j = try Joined(b: ",vnet=off")
@@ -108,7 +110,7 @@ import Testing
         for d in counters { #expect(Self.drops(d) == 0, "\(d)") }
     }
 
-    // (c) with `offload=off`: the header stays, no offload is asked for on either side.
+    // `offload=off`: the header stays, no offload is asked for on either side.
     @Test func offloadOffSideMakesBothDirectionsPlain() throws {
         let j = try Joined(a: ",offload=off")
         try transfer(j, from: j.a, to: j.b, .ipv4, bytes: 16 << 20)
@@ -130,7 +132,7 @@ import Testing
         #expect(try sh(["ip", "-n", a.name, "link", "show", "tap0"], allowFailure: true).isEmpty, "the first tap was left behind")
     }
 
-    // (d)
+    // --pcap holds exactly the frames netbe relayed.
     @Test func pcapHoldsEveryRelayedFrame() throws {
         try requireTool("tcpdump", package: "tcpdump")
         let pcap = FileManager.default.temporaryDirectory.appendingPathComponent("nbt-\(getpid())-connect.pcap").path
@@ -148,7 +150,7 @@ import Testing
         #expect(UInt64(inFile) == relayed, "tcpdump counts \(inFile) frames in the pcap, netbe relayed \(relayed)")
     }
 
-    // (e)
+    // A receiver SIGSTOPped mid-transfer while the other direction keeps flowing.
     @Test func stoppedReceiverHoldsOneFlowWhileTheOtherDirectionFlows() throws {
         let j = try Joined()
         let slowServer = try TcpTransfer.server(in: j.b, host: "10.88.0.2", port: 5301, progressAfter: 4 << 20)
@@ -170,7 +172,7 @@ import Testing
         for d in counters { #expect(Self.drops(d) == 0, "\(d)") }
     }
 
-    // (f)
+    // A tap deleted underneath: exit 1, promptly, without burning CPU.
     // Deleting the namespace instead would not do: an open tap descriptor keeps its
     // namespace alive (seen here: netbe keeps running), `ip netns del` only drops the name.
     @Test func deletedTapMakesNetbeExitOneWithoutSpinning() throws {
@@ -212,6 +214,22 @@ import Testing
         #expect(linkDown >= 3, "writes into a down tap count as link_down drops: \(towardsB)")
     }
 
+    @Test func droppedPrivilegesKeepTheTapsWorking() throws {
+        guard getpwnam("nobody") != nil else { throw TestFailure("no user 'nobody' on this host") }
+        let j = try Joined(extra: ["--user", "nobody"])
+        let status = try String(contentsOfFile: "/proc/\(j.process.pid)/status", encoding: .utf8)
+        let uid = status.split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+        // real, effective, saved and filesystem uid (proc(5))
+        #expect(uid.split(separator: "\t").dropFirst().map(String.init) == Array(repeating: "65534", count: 4), "netbe runs as: \(uid)")
+        try sh("ip", "netns", "exec", j.a.name, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.88.0.2")
+        let (code, counters) = try j.stop()
+        #expect(code == 0, "netbe: \(j.process.stderr)")
+        #expect(counters.count == 2)
+        for ns in [j.a, j.b] {
+            #expect(try sh(["ip", "-n", ns.name, "link", "show", "tap0"], allowFailure: true).isEmpty)
+        }
+    }
+
     /// utime + stime of `pid` in clock ticks (proc(5), fields 14 and 15).
     static func cpuTicks(_ pid: Int32) throws -> Int {
         let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
@@ -222,7 +240,7 @@ import Testing
         return u + s
     }
 
-    // (g)
+    // SIGINT/SIGTERM: exit 0 and one JSON object of counters per direction.
     @Test(arguments: [SIGINT, SIGTERM])
     func signalStopsWithCountersAsJSON(_ sig: Int32) throws {
         let j = try Joined()
