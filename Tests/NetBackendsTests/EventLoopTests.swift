@@ -242,6 +242,19 @@ import Testing
         #expect(try lt.sync { "alive" } == "alive", "the loop is stuck after disable from inside the handler")
         usleep(100_000)
         #expect(inside.current == 1)
+
+        // close() from this thread while frames flow: same guarantee as disable.
+        let closing = Locked((closed: false, calls: 0, late: 0))
+        tap.setReceiveHandler { [unowned tap] in
+            closing.withLock { $0.calls += 1; if $0.closed { $0.late += 1 } }
+            _ = try? tap.discardReceived()
+        }
+        tap.enableReceive()
+        try waitUntil(2, "callbacks before close") { closing.current.calls > 10 }
+        tap.close()
+        closing.withLock { $0.closed = true }
+        usleep(100_000)
+        #expect(closing.current.late == 0, "a receive callback ran after close() returned")
         #expect(try lt.stop() == nil)
     }
 }

@@ -174,4 +174,20 @@ import Testing
             (try sh(["ip", "-n", ns.name, "link", "show", "tap0"], allowFailure: true)).isEmpty
         }
     }
+
+    @Test func specOptionsShapeTheInterface() throws {
+        let ns = try TestNamespace("opts")
+        let loop = try EventLoop()
+        let tap = try BackendRegistry.shared.open("tap0,netns=\(ns.name),mtu=9000,mac=02:12:34:56:78:9a,up=off", on: loop)
+        defer { tap.close() }
+        let data = Data(try sh("ip", "-n", ns.name, "-j", "link", "show", "tap0").utf8)
+        let link = try #require((try JSONSerialization.jsonObject(with: data) as? [[String: Any]])?.first)
+        #expect(link["mtu"] as? Int == 9000)
+        #expect(link["address"] as? String == "02:12:34:56:78:9a")
+        #expect((link["flags"] as? [String])?.contains("UP") == false, "up=off left the link up: \(link)")
+
+        let upByDefault = try BackendRegistry.shared.open("tap1,netns=\(ns.name)", on: loop)
+        defer { upByDefault.close() }
+        #expect(try sh("ip", "-n", ns.name, "link", "show", "tap1").contains(",UP"))
+    }
 }

@@ -2,7 +2,8 @@ import Foundation
 
 /// One TCP stream between two test namespaces, checked end to end: the client sends
 /// deterministic pseudo-random bytes and prints their sha256, the server prints the
-/// sha256 of what it received. Both are Debian's python3, started by PID in their namespace.
+/// sha256 of what it received. Both are Debian's python3 given the script with -c (no file
+/// to clean up), started by PID in their namespace.
 enum TcpTransfer {
     static let script = """
         import hashlib, random, socket, sys
@@ -42,23 +43,16 @@ enum TcpTransfer {
             client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         """
 
-    /// The script, written once per test process into the temporary directory.
-    static let path: String = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("nbt-\(getpid())-tcp-transfer.py")
-        try? script.write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }()
-
     /// Starts a server on `host`:`port` in `ns` and waits until it listens. With
     /// `progressAfter` > 0 it prints `progress` once that many bytes arrived.
     static func server(in ns: TestNamespace, host: String, port: Int, progressAfter: Int = 0) throws -> TestProcess {
-        let p = try ns.spawn([debianPython, path, "server", host, String(port), String(progressAfter)])
+        let p = try ns.spawn([debianPython, "-c", script, "server", host, String(port), String(progressAfter)])
         try p.waitForLine("listening")
         return p
     }
 
     static func client(in ns: TestNamespace, host: String, port: Int, bytes: Int, seed: Int) throws -> TestProcess {
-        try ns.spawn([debianPython, path, "client", host, String(port), String(bytes), String(seed)])
+        try ns.spawn([debianPython, "-c", script, "client", host, String(port), String(bytes), String(seed)])
     }
 
     /// "sent N SHA" / "received N SHA" -> (N, SHA), after the process exited 0.
