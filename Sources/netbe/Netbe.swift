@@ -37,11 +37,14 @@ struct Netbe: ParsableCommand {
 
 /// Options every subcommand takes.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default info, or $NETBE_LOG_LEVEL).")
+    var logLevel: Logger.Level?
 
+    /// Logs go to stderr. The level is exported as NETBE_LOG_LEVEL so that processes netbe
+    /// starts (the slirp helper) log at the same level.
     func bootstrapLogging() {
-        let level = logLevel
+        let level = logLevel ?? ProcessInfo.processInfo.environment["NETBE_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        setenv("NETBE_LOG_LEVEL", level.rawValue, 1)
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level

@@ -9,6 +9,10 @@ public struct BackendSpec: Sendable, CustomStringConvertible {
     public struct Option: Sendable, Equatable {
         public let key: String
         public let value: String
+        public init(key: String, value: String) {
+            self.key = key
+            self.value = value
+        }
     }
 
     public var description: String { text }

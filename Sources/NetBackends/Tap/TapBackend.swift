@@ -101,13 +101,19 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     public var probedFeatures: VirtioNetFeatures { probed.features }
 
     public override func configure(features: VirtioNetFeatures, vnetHeaderLength length: Int) throws(NetBackendError) -> Int {
-        bounceLength = -1
         guard vnet else { return 0 }
         let fdLength = length == 0 ? VirtioNetHeader.baseLength : length
         if fdLength != fdHeaderLength {
+            // A peeked frame carries the old header size: it cannot be delivered as is.
+            if bounceLength >= 0 { statistics.countDrop(.malformed) }
+            bounceLength = -1
             var size = Int32(fdLength)
             do { try Syscall.ioctl(fd, "TUNSETVNETHDRSZ", cnb_TUNSETVNETHDRSZ, &size, device: name) } catch { throw .system(error) }
             fdHeaderLength = fdLength
+        } else if length == 0 && bounceLength >= 0 && (bounce.load(as: UInt8.self) != 0 || VirtioNetHeader.rawIsGSO(bounce)) {
+            // Offloads are turning off: a peeked GSO or partial-checksum frame cannot go to this frontend.
+            statistics.countDrop(.offloadUnsupported)
+            bounceLength = -1
         }
         let offloads = length == 0 ? [] : TapOffloads(accepting: features)
         do {
