@@ -1,5 +1,5 @@
 import Testing
-@testable import NetBackends
+import NetBackends
 
 @Suite struct SpecTests {
     @Test func parsesNameAndOptions() throws {
