@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+/// A unix datagram socket bound at a path of its own, as a VMM or vfkit would hold.
+final class RawDgramClient {
+    let fd: Int32
+    let path: String
+
+    init(boundAt path: String) throws {
+        self.path = path
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+        var a = Self.address(path)
+        let ok = withUnsafePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        if !ok { let e = errno; close(fd); throw TestFailure("bind \(path): \(String(cString: strerror(e)))") }
+        var tv = timeval(tv_sec: 0, tv_usec: 300_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    static func address(_ path: String) -> sockaddr_un {
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &a.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        return a
+    }
+
+    func send(_ bytes: [UInt8], to path: String) throws {
+        var a = Self.address(path)
+        let n = withUnsafePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+        guard n == bytes.count else { throw TestFailure("sendto \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    /// The next datagram, or nil after 300 ms of silence.
+    func receive() -> [UInt8]? {
+        var buf = [UInt8](repeating: 0, count: 70_000)
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? Array(buf[..<n]) : nil
+    }
+
+    /// Sends ARP requests for `target` to `path` until a reply comes back here.
+    func arpAnswered(by path: String, target: [UInt8], greeting: Bool = false) throws -> Bool {
+        if greeting { try send(Array("VFKT".utf8), to: path) }
+        for _ in 0..<15 {
+            try send(TestFrames.arpRequest(from: [10, 77, 0, 9], for: target), to: path)
+            while let f = receive() {
+                if TestFrames.isARPReply(f, from: target) { return true }
+            }
+        }
+        return false
+    }
+}
+
+/// `dgram` between netbe processes over unix and UDP sockets, and as a multicast hub.
+@Suite(.serialized) struct DgramTests {
+    @Test func unixDatagramsCarryACheckedTransfer() throws {
+        let p1 = TestSocketPath("d1"), p2 = TestSocketPath("d2")
+        let rig = try TwoTapRig(left: "dgram,local=unix:\(p1.path),remote=unix:\(p2.path)",
+                                right: "dgram,local=unix:\(p2.path),remote=unix:\(p1.path)", label: "du")
+        try rig.waitPing()
+        try checkedTransfer(from: rig.a, to: rig.b, ip: "10.77.0.2", bytes: 16 << 20)
+        _ = try rig.stop()
+        #expect(!FileManager.default.fileExists(atPath: p1.path) && !FileManager.default.fileExists(atPath: p2.path),
+                "bound unix sockets are removed on SIGTERM")
+    }
+
+    @Test func udpDatagramsCarryACheckedTransfer() throws {
+        let port1 = try freeLoopbackPort(udp: true), port2 = try freeLoopbackPort(udp: true)
+        let rig = try TwoTapRig(left: "dgram,local=udp:127.0.0.1:\(port1),remote=udp:127.0.0.1:\(port2)",
+                                right: "dgram,local=udp:127.0.0.1:\(port2),remote=udp:127.0.0.1:\(port1)", label: "dp")
+        try rig.waitPing()
+        try checkedTransfer(from: rig.a, to: rig.b, ip: "10.77.0.2", bytes: 16 << 20)
+        _ = try rig.stop()
+    }
+
+    /// Three netbe processes in one namespace (where their UDP sockets live) form a hub on
+    /// a multicast group; each gives a tap to a namespace of its own. All pairs ping.
+    @Test func multicastHubOfThree() throws {
+        let hub = try TestNamespace("hub")
+        try sh("ip", "-n", hub.name, "link", "set", "lo", "multicast", "on")
+        try sh("ip", "-n", hub.name, "route", "add", "224.0.0.0/4", "dev", "lo")
+        let members = try (1...3).map { try TestNamespace("m\($0)") }
+        var netbes: [TestProcess] = []
+        for (i, ns) in members.enumerated() {
+            let p = try hub.spawn([try NetbeBinary.path, "connect", "tap0,netns=\(ns.name)", "dgram,remote=udp:239.255.77.1:47001"])
+            try p.waitForLine("ready")
+            netbes.append(p)
+            try ns.address("tap0", "10.77.0.\(i + 1)/24")
+        }
+        for (i, ns) in members.enumerated() {
+            for j in 0..<3 where j != i {
+                try waitUntil(10, "ping 10.77.0.\(j + 1) from \(ns.name)") {
+                    (try? ns.run("ping", "-c", "1", "-W", "1", "10.77.0.\(j + 1)")) != nil
+                }
+            }
+        }
+        for p in netbes {
+            #expect(try p.stop() == 0)
+            // A member never hears itself: nothing it sent comes back as a frame.
+            #expect(p.stderr.contains("joined multicast group"))
+        }
+    }
+
+    /// Datagrams shorter than an Ethernet header or longer than the receive buffer
+    /// (MSG_TRUNC) are dropped and counted as `truncated`.
+    @Test func shortAndTruncatedDatagramsAreCounted() throws {
+        let ns = try TestNamespace("dt")
+        let here = TestSocketPath("dtl"), there = TestSocketPath("dtr")
+        let netbe = try NetbeBinary.start(["connect", "tap0,netns=\(ns.name)", "dgram,local=unix:\(here.path),remote=unix:\(there.path)"])
+        try ns.address("tap0", "10.77.0.1/24")
+        let client = try RawDgramClient(boundAt: there.path)
+        var big = 120_000
+        setsockopt(client.fd, SOL_SOCKET, SO_SNDBUF, &big, socklen_t(MemoryLayout<Int32>.size))
+        try client.send([UInt8](repeating: 1, count: 10), to: here.path)
+        try client.send([UInt8](repeating: 2, count: 100_000), to: here.path)
+        #expect(try client.arpAnswered(by: here.path, target: [10, 77, 0, 1]), "good frames still pass")
+        #expect(try netbe.stop() == 0)
+        let counters = try NetbeBinary.counters(netbe.stdout)
+        let fromSocket = counters.first { ($0["from"] as? String)?.contains("unix:") == true }
+        let drops = fromSocket?["drops"] as? [String: Any]
+        #expect(drops?["truncated"] as? Int == 2, "counters: \(counters)")
+    }
+
+    @Test(arguments: ["dgram", "dgram,local=unix:/tmp/x", "dgram,remote=tcp:127.0.0.1:5",
+                      "dgram,local=unix:/tmp/x,remote=udp:127.0.0.1:5", "dgram,vfkit=on,local=udp:127.0.0.1:5",
+                      "dgram,vfkit=on,local=unix:/tmp/x,remote=unix:/tmp/y", "dgram,remote=unix:/tmp/y"])
+    func badSpecsExitTwo(spec: String) throws {
+        let r = try NetbeBinary.run(["probe", spec])
+        #expect(r.status == 2, "\(spec): \(r.stderr)")
+    }
+}
