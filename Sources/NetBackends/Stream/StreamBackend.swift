@@ -38,6 +38,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     let output: StreamOutput
     /// The relay got `.wouldBlock` and waits for `notifyWritable`.
     private var senderWaiting = false
+    /// `output` could not be written out completely; writable is armed.
+    private var outputBlocked = false
     private var receiveEnabled = false
     private var resumeScheduled = false
     private var resumeWork: (@Sendable () -> Void)!
@@ -81,7 +83,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         let header = vnet ? VirtioNetHeader.mergeableLength : 0
         minimumLength = header + 14
         input = StreamInput(maximumLength: maximumFrameLength + header)
-        output = StreamOutput(capacity: 4 + maximumFrameLength + header + 64)
+        output = StreamOutput(capacity: Self.gatherFlushSize + 4 + maximumFrameLength + header + 64)
         lengthPrefix = .allocate(capacity: 1)
         sendVector = .allocate(capacity: Self.sendVectorCapacity)
         super.init(spec: spec, kind: "stream", name: address.description, eventLoop: eventLoop)
@@ -142,6 +144,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         peerName = peer
         input.reset()
         output.reset()
+        outputBlocked = false
         backoffMilliseconds = 100
         if receiveEnabled { source.enable(.read) }
         log.info("\(name): peer \(peer) attached")
@@ -164,6 +167,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         connectionFD = -1
         input.reset()
         output.reset()
+        outputBlocked = false
         notifyLinkState(false)
         if senderWaiting {
             // The relay waits for writable; let it retry (it now gets no_peer drops).
@@ -204,6 +208,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
                 connectionSource?.enable(.write)
                 return
             }
+            outputBlocked = false
         } catch {
             detachFromHandler("\(error)", badInput: false)
             return
@@ -301,24 +306,37 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
 
     // MARK: send
 
+    /// Records up to this size are gathered while the relay says more follow (`more`),
+    /// and written together at `flush`; larger ones (GSO frames) go out with writev.
+    static let gatherLimit = 16 * 1024
+    /// A gathered batch this large is written without waiting for `flush`.
+    static let gatherFlushSize = 128 * 1024
+
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         guard connectionFD >= 0 else {
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
-        if !output.isEmpty {
-            let drained: Bool
-            do { drained = try output.flush(to: connectionFD, device: peerName) } catch {
-                try detach("\(error)", badInput: false)
-                statistics.countDrop(.noPeer)
-                return .dropped(.noPeer)
-            }
-            if !drained { return waitWritable() }
+        if outputBlocked {
+            // Bytes from before are still owed: nothing new until they are out.
+            guard try flushOutput() else { return waitWritable() }
+            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         }
         let length = SocketCall.length(of: frame)
         guard frame.count < Self.sendVectorCapacity, length <= input.maximumLength else {
             statistics.countDrop(.malformed)
             return .dropped(.malformed)
+        }
+        if more && length <= Self.gatherLimit && output.space >= length + 4 {
+            output.append(frame, length: length)
+            statistics.frames &+= 1
+            statistics.bytes &+= UInt64(length)
+            if output.count >= Self.gatherFlushSize { _ = try flushOutput() }
+            return .sent(length)
+        }
+        if !output.isEmpty {
+            guard try flushOutput() else { return waitWritable() }
+            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         }
         lengthPrefix.pointee = UInt32(length).bigEndian
         sendVector[0] = iovec(iov_base: lengthPrefix, iov_len: 4)
@@ -338,12 +356,35 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         case .processed(let n):
             if n < length + 4 {
                 output.keep(UnsafeBufferPointer(start: sendVector, count: frame.count + 1), skipping: n)
+                outputBlocked = true
                 connectionSource?.enable(.write)
             }
             statistics.frames &+= 1
             statistics.bytes &+= UInt64(length)
             return .sent(length)
         }
+    }
+
+    /// Ends a relay batch: the gathered records go out in one write.
+    public override func flush() throws(NetBackendError) {
+        if connectionFD >= 0 && !output.isEmpty && !outputBlocked { _ = try flushOutput() }
+    }
+
+    /// Writes what `output` holds; false (and writable armed) when the socket is full.
+    /// A failed write drops the peer.
+    private func flushOutput() throws(NetBackendError) -> Bool {
+        do {
+            if try output.flush(to: connectionFD, device: peerName) {
+                outputBlocked = false
+                return true
+            }
+        } catch {
+            try detach("\(error)", badInput: false)
+            return true
+        }
+        outputBlocked = true
+        connectionSource?.enable(.write)
+        return false
     }
 
     @inline(__always)

@@ -2,9 +2,9 @@
 import Glibc
 #endif
 
-/// The unsent tail of a frame after a partial write. Keeping it here (and sending it
-/// before anything else) preserves frame boundaries on the stream: the frame counts as
-/// sent, and further sends would-block until the tail is out.
+/// Bytes owed to the stream, in order: small records gathered during a relay batch (one
+/// write per batch instead of one per frame), and the unsent tail of a record after a
+/// partial write. Sending these before anything else preserves frame boundaries.
 final class StreamOutput {
     private let capacity: Int
     private let buffer: UnsafeMutableRawPointer
@@ -19,6 +19,20 @@ final class StreamOutput {
     deinit { buffer.deallocate() }
 
     var isEmpty: Bool { start == end }
+    var count: Int { end - start }
+    /// Room left at the end for another record.
+    var space: Int { capacity - end }
+
+    /// Appends `[u32 big-endian length][frame]`; the caller checked `space`.
+    @inline(__always)
+    func append(_ vector: UnsafeBufferPointer<iovec>, length: Int) {
+        (buffer + end).storeBytes(of: UInt32(length).bigEndian, as: UInt32.self)
+        end += 4
+        for v in vector where v.iov_len > 0 {
+            (buffer + end).copyMemory(from: v.iov_base!, byteCount: v.iov_len)
+            end += v.iov_len
+        }
+    }
 
     func reset() {
         start = 0
