@@ -75,6 +75,24 @@ final class RawDgramClient {
                 "bound unix sockets are removed on SIGTERM")
     }
 
+    /// The far side restarts (a new socket at the same path): traffic resumes without
+    /// restarting this side, in both directions. The restarted side keeps its MAC address,
+    /// as a restarted VM does: a datagram transport shows no link change, so A's
+    /// neighbour entry for B stays valid.
+    @Test func unixPeerRestartIsFollowed() throws {
+        let p1 = TestSocketPath("dr1"), p2 = TestSocketPath("dr2")
+        let right = "dgram,local=unix:\(p2.path),remote=unix:\(p1.path)"
+        let mac = ",mac=52:54:00:77:00:02"
+        let rig = try TwoTapRig(left: "dgram,local=unix:\(p1.path),remote=unix:\(p2.path)", right: right, label: "dr", rightTapOptions: mac)
+        try rig.waitPing()
+        #expect(try rig.right!.stop() == 0)
+        rig.right = try NetbeBinary.start(["connect", right, "tap0,netns=\(rig.b.name)\(mac)"])
+        try rig.b.address("tap0", "10.77.0.2/24")
+        try rig.waitPing()
+        #expect(try rig.b.run("ping", "-c", "1", "-W", "2", "10.77.0.1").contains("1 received"))
+        _ = try rig.stop()
+    }
+
     @Test func udpDatagramsCarryACheckedTransfer() throws {
         let port1 = try freeLoopbackPort(udp: true), port2 = try freeLoopbackPort(udp: true)
         let rig = try TwoTapRig(left: "dgram,local=udp:127.0.0.1:\(port1),remote=udp:127.0.0.1:\(port2)",

@@ -43,14 +43,15 @@ final class TwoTapRig {
     let rightSpec: String
 
     /// `leftSpec` starts first (the listening or local side), then `rightSpec`.
-    init(left leftSpec: String, right rightSpec: String, label: String) throws {
+    /// `rightTapOptions` (e.g. `,mac=...`) are appended to B's tap spec.
+    init(left leftSpec: String, right rightSpec: String, label: String, rightTapOptions: String = "") throws {
         try requireTool("ip", package: "iproute2")
         a = try TestNamespace(label + "a")
         b = try TestNamespace(label + "b")
         self.leftSpec = leftSpec
         self.rightSpec = rightSpec
         try startLeft()
-        right = try NetbeBinary.start(["connect", rightSpec, "tap0,netns=\(b.name)"])
+        right = try NetbeBinary.start(["connect", rightSpec, "tap0,netns=\(b.name)\(rightTapOptions)"])
         try b.address("tap0", "10.77.0.2/24")
     }
 

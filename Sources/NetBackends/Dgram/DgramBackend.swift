@@ -51,6 +51,13 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     private var receiveEnabled = false
     private var senderWaiting = false
     private let isUDP: Bool
+    /// A unix unicast socket is connected to `remote` whenever the peer is there: only a
+    /// connected unix datagram socket gets a writable event when the peer's receive queue
+    /// (net.unix.max_dgram_qlen, 10 datagrams by default) has room again; unconnected, a
+    /// full peer could only be polled. A dead peer clears the association at the next
+    /// send (ECONNREFUSED) and the connection is retried at the send after.
+    private var connectsToRemote = false
+    private var connectedToRemote = false
 
     public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
@@ -119,6 +126,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         } catch {
             throw .system(error)
         }
+        connectsToRemote = remote.isUnix
+        if connectsToRemote { connectedToRemote = connectRemote() }
         log.info("\(name): frames go to \(remote)\(local.map { ", bound at \($0)" } ?? "")")
     }
 
@@ -201,20 +210,26 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
+        if connectsToRemote && !connectedToRemote { connectedToRemote = connectRemote() }
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: frame.baseAddress)
         message.msg_iovlen = frame.count
         let result: IOResult
         do {
-            if sendFD == fd {
+            if sendFD == fd && !connectedToRemote {
                 message.msg_name = destinationStorage
                 message.msg_namelen = destination.length
             }
             result = try SocketCall.sendmsg(sendFD, &message, device: name)
         } catch {
             switch error.errno {
-            case ECONNREFUSED, ENOENT, ENOTCONN, EDESTADDRREQ:
-                // The peer's socket is not there (yet, or any more): a dgram peer may come and go.
+            case ECONNREFUSED, ENOENT, ENOTCONN, EDESTADDRREQ, EPERM:
+                // The peer's socket is not there (yet, or any more): a dgram peer may come
+                // and go. EPERM: the peer's socket is connected to another one.
+                if connectedToRemote {
+                    connectedToRemote = false
+                    log.info("\(name): peer socket gone (\(error)); frames are dropped until it is back")
+                }
                 statistics.countDrop(.noPeer)
                 return .dropped(.noPeer)
             case EMSGSIZE:
@@ -227,16 +242,24 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         switch result {
         case .wouldBlock:
             senderWaiting = true
-            // EAGAIN on UDP ends with a writable event; ENOBUFS and unix datagram
-            // receivers that are full do not signal one, so a timer retries too.
-            if isUDP { (sendSource ?? source)?.enable(.write) }
-            retryTimer?.enable(.read)
+            // EAGAIN on UDP and on a connected unix socket ends with a writable event;
+            // ENOBUFS and full receivers of an unconnected unix socket do not signal
+            // one, so a timer retries there.
+            if isUDP || connectedToRemote { (sendSource ?? source)?.enable(.write) }
+            if !connectedToRemote { retryTimer?.enable(.read) }
             return .wouldBlock
         case .processed(let n):
             statistics.frames &+= 1
             statistics.bytes &+= UInt64(n)
             return .sent(n)
         }
+    }
+
+    /// connect(2) to `remote` (unix unicast only); false while the peer is not there.
+    private func connectRemote() -> Bool {
+        let ok = destination.withSockaddr { Glibc.connect(fd, $0, $1) } == 0
+        if ok { log.info("\(name): connected to the peer's socket") }
+        return ok
     }
 
     public override func close() {
