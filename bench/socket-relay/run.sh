@@ -55,8 +55,8 @@ setup() {
     dgram) netbe_pair dgram,local=unix:$R/a.sock,remote=unix:$R/b.sock dgram,local=unix:$R/b.sock,remote=unix:$R/a.sock ;;
     vde-plug2tap)
       vde_switch -s $R/sw -M $R/sw.mgmt -d -p $R/sw.pid >/dev/null 2>&1
+      for i in $(seq 50); do [ -S $R/sw/ctl ] && [ -s $R/sw.pid ] && break; sleep 0.05; done
       PIDS+=($(cat $R/sw.pid))
-      for i in $(seq 50); do [ -S $R/sw/ctl ] && break; sleep 0.05; done
       ip netns exec $NS1 vde_plug2tap -s $R/sw tap1 >/dev/null 2>&1 & PIDS+=($!)
       ip netns exec $NS2 vde_plug2tap -s $R/sw tap2 >/dev/null 2>&1 & PIDS+=($!)
       for i in $(seq 50); do ip -n $NS1 link show tap1 >/dev/null 2>&1 && ip -n $NS2 link show tap2 >/dev/null 2>&1 && break; sleep 0.05; done ;;

@@ -192,9 +192,12 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
                 throw .system(error)
             }
             guard case .processed(let n) = result else { return .empty }
-            let sender = ResolvedSocketAddress(copying: senderStorage, length: message.msg_namelen)
-            if let own = ownAddress, sender.sameAs(own) { continue }
-            if mode == .vfkit, !learnPeer(datagram: buffers, length: n, sender: sender) { continue }
+            if mode != .unicast {
+                // Only a hub member and a vfkit host care who sent the datagram.
+                let sender = ResolvedSocketAddress(copying: senderStorage, length: message.msg_namelen)
+                if let own = ownAddress, sender.sameAs(own) { continue }
+                if mode == .vfkit, !learnPeer(datagram: buffers, length: n, sender: sender) { continue }
+            }
             if message.msg_flags & Int32(MSG_TRUNC) != 0 || n < 14 {
                 statistics.countDrop(.truncated)
                 return .dropped(length: n, reason: .truncated)
