@@ -89,6 +89,16 @@ import Testing
         #expect(rig.right!.stderr.contains("reconnect= is not set"))
     }
 
+    @Test func backendsListsTheSocketKinds() throws {
+        let r = try NetbeBinary.run(["backends", "--json"])
+        #expect(r.status == 0)
+        let kinds = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]] ?? []
+        for name in ["stream", "dgram"] {
+            let k = kinds.first { $0["kind"] as? String == name }
+            #expect(k?["availability"] as? String == "available", "\(name): \(r.stdout)")
+        }
+    }
+
     @Test(arguments: [
         "stream", "stream,listen=unix:/tmp/x,connect=unix:/tmp/y", "stream,listen=udp:127.0.0.1:5",
         "stream,listen=tcp:::1:5", "stream,listen=tcp:127.0.0.1:70000", "stream,listen=unix:/tmp/x,reconnect=3",

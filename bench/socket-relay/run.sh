@@ -2,7 +2,7 @@
 # Socket transports, measured: iperf3 TCP between two namespaces through
 #   ns1/tap1 <-> netbe <-> SOCKET <-> netbe <-> tap2/ns2
 # for stream (plain and vnet=on) and dgram over unix sockets, against vde_switch with
-# two vde_plug2tap and the C tap relay of ../shared/peers (vnet + offloads).
+# two vde_plug2tap and the C tap relay of ../shared/peers (plain, and vnet + offloads).
 # Rounds are interleaved (A B C ... A B C ...) and the median is reported, because
 # the machine is shared: compare figures only within one run.
 # usage (root): bench/socket-relay/run.sh [ROUNDS=3] [SECONDS=5]
@@ -16,7 +16,7 @@ PEERS=${PEERS:-$(cd ../shared/peers 2>/dev/null && pwd)}
 W=$(mktemp -d /tmp/nbsr.XXXXXX)
 NS1=nbsr$$a; NS2=nbsr$$b
 PIDS=()
-MODES=(${MODES:-stream stream-vnet dgram vde-plug2tap taprelay-vnet})
+MODES=(${MODES:-stream stream-vnet dgram vde-plug2tap taprelay-plain taprelay-vnet})
 
 [ -x "$NETBE" ] || { echo "build first: swift build -c release" >&2; exit 1; }
 for t in iperf3 vde_switch vde_plug2tap gcc python3; do
@@ -60,6 +60,9 @@ setup() {
       ip netns exec $NS1 vde_plug2tap -s $R/sw tap1 >/dev/null 2>&1 & PIDS+=($!)
       ip netns exec $NS2 vde_plug2tap -s $R/sw tap2 >/dev/null 2>&1 & PIDS+=($!)
       for i in $(seq 50); do ip -n $NS1 link show tap1 >/dev/null 2>&1 && ip -n $NS2 link show tap2 >/dev/null 2>&1 && break; sleep 0.05; done ;;
+    taprelay-plain)
+      $W/taprelay $NS1:tap1 $NS2:tap2 >$R/t.out 2>&1 & PIDS+=($!)
+      wait_line $R/t.out ready ;;
     taprelay-vnet)
       $W/taprelay -v -o $NS1:tap1 $NS2:tap2 >$R/t.out 2>&1 & PIDS+=($!)
       wait_line $R/t.out ready ;;

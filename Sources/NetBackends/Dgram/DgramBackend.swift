@@ -59,6 +59,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     private var connectsToRemote = false
     private var connectedToRemote = false
 
+    /// Opens and binds the socket(s) a spec describes; bad or inconsistent options throw
+    /// `.badSpec`, a socket that cannot be bound `.system`.
     public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
         let localText = try r.string("local")
@@ -162,6 +164,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         }
     }
 
+    /// Always up, except a vfkit host before it has heard from its peer.
     public override var isLinkUp: Bool { mode != .vfkit || destination.length > 0 }
 
     public override func enableReceive() {
@@ -176,6 +179,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
 
     // MARK: receive
 
+    /// One datagram straight into `buffers` (recvmsg); short or truncated ones come back
+    /// as `.dropped(.truncated)`, a hub member's own and vfkit greetings are skipped.
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
         while true {
             var message = msghdr()
@@ -208,6 +213,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
 
     // MARK: send
 
+    /// One frame as one datagram (sendmsg). A full socket is `.wouldBlock` and the
+    /// writable handler follows; a peer that is not there is a `no_peer` drop.
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         if destination.length == 0 && sendFD == fd {
             statistics.countDrop(.noPeer)
@@ -265,6 +272,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         return ok
     }
 
+    /// Closes the sockets and removes the unix socket file this backend bound.
     public override func close() {
         super.close()
         retryTimer?.cancel()

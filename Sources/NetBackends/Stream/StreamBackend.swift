@@ -4,7 +4,8 @@ import Glibc
 #endif
 
 /// A stream socket carrying `[u32 big-endian length][frame]` records: QEMU's
-/// `-netdev stream` (and the older `socket`), passt, gvproxy `-listen-qemu`.
+/// `-netdev stream` (and the older `socket`), passt, gvproxy `-listen-qemu`
+/// (framing as in QEMU's docs/system/invocation, "-netdev stream", and passt(1)).
 /// Options: `listen=ADDR` or `connect=ADDR` (`unix:PATH`, `tcp:HOST:PORT`),
 /// `reconnect=SECONDS` (connect only: retry with backoff up to that delay), and
 /// `vnet=on`, which puts the 12-byte virtio-net header in every record so that two
@@ -59,6 +60,9 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     private static let sendVectorCapacity = 65
     private let minimumLength: Int
 
+    /// Opens the backend a spec describes: a listener is bound and listening, a connecting
+    /// side connected once, when this returns. Bad options throw `.badSpec`; a refused or
+    /// failed first connection throws `.system` (netbe exits 1).
     public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
         let listenText = try r.string("listen")
@@ -107,6 +111,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
 
     // MARK: capabilities
 
+    /// With `vnet=on`, every offload: the header travels to a netbe peer whose tap applies it.
     public override var capabilities: VirtioNetFeatures {
         vnet ? VirtioNetFeatures.guestOffloads.union(.hostOffloads).union(.mrgRxbuf) : []
     }
@@ -121,6 +126,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         return vnet ? length : 0
     }
 
+    /// Up while a peer is attached.
     public override var isLinkUp: Bool { connectionFD >= 0 }
 
     // MARK: peer attach / detach
@@ -247,6 +253,9 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         scheduleResumeIfBuffered()
     }
 
+    /// Hands out the next whole record from the connection's buffer, reading the socket
+    /// only when none is buffered. A record shorter than an Ethernet header is dropped as
+    /// `truncated`; a stream that cannot be framed any more drops the peer (`.empty`).
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
         while connectionFD >= 0 {
             switch input.next() {
@@ -312,6 +321,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// A gathered batch this large is written without waiting for `flush`.
     static let gatherFlushSize = 128 * 1024
 
+    /// Sends one record: gathered when small and `more` follow, else written at once with
+    /// writev. `no_peer` without a peer; `.wouldBlock` while earlier bytes are still owed.
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         guard connectionFD >= 0 else {
             statistics.countDrop(.noPeer)
@@ -396,6 +407,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
 
     // MARK: close
 
+    /// Closes every socket and removes the unix socket file this backend bound.
     public override func close() {
         super.close()
         retrySource?.cancel()

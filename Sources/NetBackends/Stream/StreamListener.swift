@@ -38,7 +38,7 @@ extension StreamBackend {
         if fd < 0 {
             let e = errno
             if e == EAGAIN || e == EINTR || e == ECONNABORTED { return }
-            log.warning("\(name): accept4: \(String(cString: strerror(e)))")
+            log.warning("\(name): \(SystemCallError(call: "accept", device: name, errno: e))")
             return
         }
         peer.length = len
