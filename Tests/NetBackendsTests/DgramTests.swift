@@ -123,10 +123,22 @@ final class RawDgramClient {
                 }
             }
         }
+        var sent: [Int] = [], heard: [Int] = []
         for p in netbes {
             #expect(try p.stop() == 0)
-            // A member never hears itself: nothing it sent comes back as a frame.
             #expect(p.stderr.contains("joined multicast group"))
+            let counters = try NetbeBinary.counters(p.stdout)
+            func frames(from prefix: String) -> Int {
+                counters.first { ($0["from"] as? String)?.hasPrefix(prefix) == true }?["frames"] as? Int ?? -1
+            }
+            heard.append(frames(from: "udp:"))
+            sent.append(frames(from: "nbt"))
+        }
+        // A member never hears itself: it got at most what the two others sent (looped
+        // back, its own frames would add its own count on top).
+        for i in 0..<3 {
+            let others = (0..<3).filter { $0 != i }.map { sent[$0] }.reduce(0, +)
+            #expect(heard[i] > 0 && heard[i] <= others, "member \(i): heard \(heard[i]), others sent \(others), sent \(sent)")
         }
     }
 
