@@ -145,13 +145,6 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
                     self.writable()
                 }
             }
-            // Unix datagram sockets and ENOBUFS give no writable event for a full
-            // receiver: retry on a short timer instead.
-            retryTimer = try eventLoop.addTimer(name: "dgram retry \(name)", intervalMilliseconds: 2) { [unowned self] in
-                self.retryTimer?.disable(.read)
-                self.writable()
-            }
-            retryTimer?.disable(.read)
         } catch {
             throw .system(error)
         }
@@ -256,12 +249,30 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
             // ENOBUFS and full receivers of an unconnected unix socket do not signal
             // one, so a timer retries there.
             if isUDP || connectedToRemote { (sendSource ?? source)?.enable(.write) }
-            if !connectedToRemote { retryTimer?.enable(.read) }
+            if !connectedToRemote { armRetryTimer() }
             return .wouldBlock
         case .processed(let n):
             statistics.frames &+= 1
             statistics.bytes &+= UInt64(n)
             return .sent(n)
+        }
+    }
+
+    /// A 2 ms timer that retries a blocked send where no writable event will come. Made on
+    /// first need (most sockets never block); disabled again once it fired.
+    private func armRetryTimer() {
+        if retryTimer == nil {
+            do {
+                retryTimer = try eventLoop.addTimer(name: "dgram retry \(name)", intervalMilliseconds: 2) { [unowned self] in
+                    self.retryTimer?.disable(.read)
+                    self.writable()
+                }
+            } catch {
+                // Without a timer the writable event (UDP) or the next frame retries.
+                log.warning("\(name): \(error)")
+            }
+        } else {
+            retryTimer?.enable(.read)
         }
     }
 

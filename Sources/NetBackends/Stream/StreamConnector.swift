@@ -6,18 +6,28 @@ import Glibc
 /// status 1); after a peer leaves, `reconnect=SECONDS` retries with a delay doubling
 /// from 100 ms up to that many seconds, logging every change.
 extension StreamBackend {
+    /// How long the first connection may take before netbe gives up (exit 1).
+    static let firstConnectTimeoutMilliseconds: Int32 = 10_000
+
     func connectFirstTime() throws(NetBackendError) {
         let device = address.description
         let fd: Int32
         do throws(SystemCallError) {
-            fd = try SocketCall.make(family: resolved.family, type: SocketCall.stream, blocking: true, device: device)
-            let rc = resolved.withSockaddr { Glibc.connect(fd, $0, $1) }
-            if rc < 0 {
-                let e = errno
+            fd = try SocketCall.make(family: resolved.family, type: SocketCall.stream, device: device)
+            var e: Int32 = 0
+            if resolved.withSockaddr({ Glibc.connect(fd, $0, $1) }) < 0 {
+                e = errno
+                if e == EINPROGRESS {
+                    // Non-blocking with a deadline: an unreachable host must not hold `ready` for minutes.
+                    var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    let n = poll(&p, 1, Self.firstConnectTimeoutMilliseconds)
+                    e = n == 0 ? ETIMEDOUT : n < 0 ? errno : ((try? SocketCall.getInt(fd, SOL_SOCKET, SO_ERROR, call: "SO_ERROR", device: device)) ?? EIO)
+                }
+            }
+            if e != 0 {
                 Glibc.close(fd)
                 throw SystemCallError(call: "connect", device: device, errno: e)
             }
-            do { try SocketCall.setNonBlocking(fd, device: device) } catch { Glibc.close(fd); throw error }
         } catch {
             throw .system(error)
         }
