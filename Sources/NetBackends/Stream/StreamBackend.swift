@@ -38,9 +38,9 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     let input: StreamInput
     let output: StreamOutput
     /// The relay got `.wouldBlock` and waits for `notifyWritable`.
-    private var senderWaiting = false
+    var senderWaiting = false
     /// `output` could not be written out completely; writable is armed.
-    private var outputBlocked = false
+    var outputBlocked = false
     private var receiveEnabled = false
     private var resumeScheduled = false
     private var resumeWork: (@Sendable () -> Void)!
@@ -55,9 +55,9 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     var connectingSource: EventSource?
     var backoffMilliseconds = 100
 
-    private let lengthPrefix: UnsafeMutablePointer<UInt32>
-    private let sendVector: UnsafeMutablePointer<iovec>
-    private static let sendVectorCapacity = 65
+    let lengthPrefix: UnsafeMutablePointer<UInt32>
+    let sendVector: UnsafeMutablePointer<iovec>
+    static let sendVectorCapacity = 65
     private let minimumLength: Int
 
     /// Opens the backend a spec describes: a listener is bound and listening, a connecting
@@ -313,97 +313,16 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         return 0
     }
 
-    // MARK: send
-
-    /// Records up to this size are gathered while the relay says more follow (`more`),
-    /// and written together at `flush`; larger ones (GSO frames) go out with writev.
-    static let gatherLimit = 16 * 1024
-    /// A gathered batch this large is written without waiting for `flush`.
-    static let gatherFlushSize = 128 * 1024
+    // MARK: send (StreamSender.swift)
 
     /// Sends one record: gathered when small and `more` follow, else written at once with
     /// writev. `no_peer` without a peer; `.wouldBlock` while earlier bytes are still owed.
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        guard connectionFD >= 0 else {
-            statistics.countDrop(.noPeer)
-            return .dropped(.noPeer)
-        }
-        if outputBlocked {
-            // Bytes from before are still owed: nothing new until they are out.
-            guard try flushOutput() else { return waitWritable() }
-            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
-        }
-        let length = SocketCall.length(of: frame)
-        guard frame.count < Self.sendVectorCapacity, length <= input.maximumLength else {
-            statistics.countDrop(.malformed)
-            return .dropped(.malformed)
-        }
-        if more && length <= Self.gatherLimit && output.space >= length + 4 {
-            output.append(frame, length: length)
-            statistics.frames &+= 1
-            statistics.bytes &+= UInt64(length)
-            if output.count >= Self.gatherFlushSize { _ = try flushOutput() }
-            return .sent(length)
-        }
-        if !output.isEmpty {
-            guard try flushOutput() else { return waitWritable() }
-            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
-        }
-        lengthPrefix.pointee = UInt32(length).bigEndian
-        sendVector[0] = iovec(iov_base: lengthPrefix, iov_len: 4)
-        (sendVector + 1).update(from: frame.baseAddress!, count: frame.count)
-        var message = msghdr()
-        message.msg_iov = sendVector
-        message.msg_iovlen = frame.count + 1
-        let result: IOResult
-        do { result = try SocketCall.sendmsg(connectionFD, &message, device: peerName) } catch {
-            try detach("\(error)", badInput: false)
-            statistics.countDrop(.noPeer)
-            return .dropped(.noPeer)
-        }
-        switch result {
-        case .wouldBlock:
-            return waitWritable()
-        case .processed(let n):
-            if n < length + 4 {
-                output.keep(UnsafeBufferPointer(start: sendVector, count: frame.count + 1), skipping: n)
-                outputBlocked = true
-                connectionSource?.enable(.write)
-            }
-            statistics.frames &+= 1
-            statistics.bytes &+= UInt64(length)
-            return .sent(length)
-        }
+        try sendRecord(frame, more: more)
     }
 
     /// Ends a relay batch: the gathered records go out in one write.
-    public override func flush() throws(NetBackendError) {
-        if connectionFD >= 0 && !output.isEmpty && !outputBlocked { _ = try flushOutput() }
-    }
-
-    /// Writes what `output` holds; false (and writable armed) when the socket is full.
-    /// A failed write drops the peer.
-    private func flushOutput() throws(NetBackendError) -> Bool {
-        do {
-            if try output.flush(to: connectionFD, device: peerName) {
-                outputBlocked = false
-                return true
-            }
-        } catch {
-            try detach("\(error)", badInput: false)
-            return true
-        }
-        outputBlocked = true
-        connectionSource?.enable(.write)
-        return false
-    }
-
-    @inline(__always)
-    private func waitWritable() -> SendResult {
-        senderWaiting = true
-        connectionSource?.enable(.write)
-        return .wouldBlock
-    }
+    public override func flush() throws(NetBackendError) { try flushBatch() }
 
     // MARK: close
 
