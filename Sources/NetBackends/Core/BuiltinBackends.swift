@@ -5,7 +5,7 @@ import Glibc
 /// The kinds `BackendRegistry.shared` starts with, in bhyve's prefix order.
 enum BuiltinBackends {
     static var kinds: [BackendKind] {
-        [TapBackend.kind, netmap, vale, SlirpBackend.kind]
+        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, netmap, vale]
     }
 
     /// Named so that bhyve specs are recognised and answered with exit 3, not "unknown".
