@@ -62,21 +62,6 @@ final class SlirpNetwork {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-func freeLoopbackPort(udp: Bool = false) throws -> Int {
-    let s = socket(AF_INET, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue), 0)
-    guard s >= 0 else { throw TestFailure("socket: errno \(errno)") }
-    defer { close(s) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &a) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) == 0 && getsockname(s, $0, &len) == 0 }
-    }
-    guard ok else { throw TestFailure("bind 127.0.0.1:0: errno \(errno)") }
-    return Int(UInt16(bigEndian: a.sin_port))
-}
 
 /// Process ids whose parent is `pid` (from /proc/*/stat, field 4).
 func childPIDs(of pid: Int32) -> [Int32] {
