@@ -22,7 +22,7 @@ struct BackendsCommand: ParsableCommand {
         }
         if json {
             let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+            enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(entries), as: UTF8.self))
             return
         }

@@ -32,7 +32,7 @@ struct ProbeCommand: ParsableCommand {
                        header_lengths: backend.supportedHeaderLengths, preferred_header_length: backend.preferredHeaderLength)
         if json {
             let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
+            enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(r), as: UTF8.self))
         } else {
             print("kind: \(r.kind)\nname: \(r.name)\ncapabilities: \(caps) (\(r.capabilities_bits))")

@@ -25,7 +25,7 @@ enum Report {
 
     static func print(_ relay: Relay) {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         for d in [relay.forward, relay.backward] {
             if let data = try? encoder.encode(direction(d)) {
                 Swift.print(String(decoding: data, as: UTF8.self))
