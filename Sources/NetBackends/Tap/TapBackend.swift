@@ -148,7 +148,13 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         }
         let result: IOResult
         do {
-            result = try Syscall.writev(fd, vector, count, device: name)
+            // One buffer: write(2) skips the kernel's iovec import, measurably cheaper per
+            // frame (bench/tap-relay, perf: copy_iovec_from_user, import_iovec).
+            if count == 1 {
+                result = try Syscall.write(fd, vector[0].iov_base, vector[0].iov_len, device: name)
+            } else {
+                result = try Syscall.writev(fd, vector, count, device: name)
+            }
         } catch {
             switch error.errno {
             case EIO:
@@ -179,7 +185,14 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
             if capacity >= bounceSize - 64 {
                 // Zero-copy: the caller's buffers hold any frame the tap can produce.
                 let r: IOResult
-                do { r = try Syscall.readv(fd, buffers.baseAddress!, buffers.count, device: name) } catch { throw gone(error) }
+                do {
+                    // One buffer (the relay's case): read(2), cheaper than readv as in `send`.
+                    if buffers.count == 1 {
+                        r = try Syscall.read(fd, buffers[0].iov_base, buffers[0].iov_len, device: name)
+                    } else {
+                        r = try Syscall.readv(fd, buffers.baseAddress!, buffers.count, device: name)
+                    }
+                } catch { throw gone(error) }
                 guard case .processed(let n) = r, n > 0 else { return .empty }
                 return .frame(length: n)
             }
