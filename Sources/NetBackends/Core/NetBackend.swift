@@ -73,9 +73,11 @@ open class NetBackend: @unchecked Sendable {
     public let kind: String
     public let eventLoop: EventLoop
     /// What the backend is attached to, for messages: an interface name, a socket path.
-    public internal(set) var name: String
+    /// Read on every I/O call (for error messages): no run-time exclusivity check.
+    @exclusivity(unchecked) public internal(set) var name: String
     /// The backend's virtio-net header length: 0, or the frontend's (seed: be_vnet_hdr_len).
-    public internal(set) var vnetHeaderLength = 0
+    /// Read per frame by the relay: no run-time exclusivity check (see BackendStatistics).
+    @exclusivity(unchecked) public internal(set) var vnetHeaderLength = 0
     /// The frontend's header length from the last `setCapabilities` (seed: fe_vnet_hdr_len).
     public private(set) var frontendHeaderLength = 0
     public private(set) var negotiatedFeatures: VirtioNetFeatures = []

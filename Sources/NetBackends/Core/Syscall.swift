@@ -50,6 +50,18 @@ enum Syscall {
         }
     }
 
+    @inline(__always)
+    static func write(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int, device: String) throws(SystemCallError) -> IOResult {
+        while true {
+            let n = Glibc.write(fd, buf, count)
+            if n >= 0 { return .processed(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == ENOBUFS { return .wouldBlock }
+            throw SystemCallError(call: "write", device: device, errno: e)
+        }
+    }
+
     static func ioctl(_ fd: Int32, _ name: String, _ request: UInt, _ arg: UnsafeMutableRawPointer, device: String) throws(SystemCallError) {
         if cnb_ioctl_ptr(fd, request, arg) < 0 {
             throw SystemCallError(call: name, device: device, errno: errno)

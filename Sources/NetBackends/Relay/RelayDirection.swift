@@ -14,7 +14,7 @@ public final class RelayDirection: @unchecked Sendable {
     public let sink: NetBackend
     public let statistics = BackendStatistics()
     /// Frames handled per readiness callback before yielding to the other direction.
-    public var batchLimit = 128
+    @exclusivity(unchecked) public var batchLimit = 128
 
     private let capture: PcapWriter?
     private let bufferSize = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
@@ -22,8 +22,9 @@ public final class RelayDirection: @unchecked Sendable {
     private let inVector: UnsafeMutablePointer<iovec>
     private let outVector: UnsafeMutablePointer<iovec>
     private let header: UnsafeMutableRawPointer   // converted header, when lengths differ
-    private var pendingLength = -1                 // a frame waiting for a blocked sink
-    private var blocked = false
+    // Loop-thread state read per frame: no run-time exclusivity check (see BackendStatistics).
+    @exclusivity(unchecked) private var pendingLength = -1   // a frame waiting for a blocked sink
+    @exclusivity(unchecked) private var blocked = false
 
     init(from source: NetBackend, to sink: NetBackend, capture: PcapWriter?) {
         self.source = source
