@@ -103,12 +103,4 @@ enum SocketCall {
             throw SystemCallError(call: "recvmsg", device: device, errno: e)
         }
     }
-
-    /// Total bytes described by an iovec list.
-    @inline(__always)
-    static func length(of vector: UnsafeBufferPointer<iovec>) -> Int {
-        var total = 0
-        for v in vector { total &+= v.iov_len }
-        return total
-    }
 }

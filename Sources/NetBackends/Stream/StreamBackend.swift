@@ -265,19 +265,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
                     statistics.countDrop(.truncated)
                     return .dropped(length: length, reason: .truncated)
                 }
-                var from = bytes
-                var remaining = length
-                for v in buffers where remaining > 0 {
-                    let n = min(v.iov_len, remaining)
-                    v.iov_base!.copyMemory(from: from, byteCount: n)
-                    from += n
-                    remaining -= n
-                }
-                if remaining > 0 {
-                    statistics.countDrop(.noSpace)
-                    return .dropped(length: length, reason: .noSpace)
-                }
-                return .frame(length: length)
+                return deliver(bytes, length: length, into: buffers)
             case .bad(let why):
                 try detach(why, badInput: true)
             case .needMore:

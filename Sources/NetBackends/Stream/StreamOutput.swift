@@ -28,10 +28,7 @@ final class StreamOutput {
     func append(_ vector: UnsafeBufferPointer<iovec>, length: Int) {
         (buffer + end).storeBytes(of: UInt32(length).bigEndian, as: UInt32.self)
         end += 4
-        for v in vector where v.iov_len > 0 {
-            (buffer + end).copyMemory(from: v.iov_base!, byteCount: v.iov_len)
-            end += v.iov_len
-        }
+        end += IOVectors.gather(vector, into: buffer + end)
     }
 
     func reset() {

@@ -23,7 +23,7 @@ extension StreamBackend {
             guard try flushOutput() else { return waitWritable() }
             guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         }
-        let length = SocketCall.length(of: frame)
+        let length = IOVectors.length(of: frame)
         guard frame.count < Self.sendVectorCapacity, length <= input.maximumLength else {
             statistics.countDrop(.malformed)
             return .dropped(.malformed)

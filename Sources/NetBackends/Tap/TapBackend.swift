@@ -188,9 +188,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
 
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
         if bounceLength < 0 && hiddenHeader == 0 {
-            var capacity = 0
-            for v in buffers { capacity &+= v.iov_len }
-            if capacity >= bounceSize - 64 {
+            if IOVectors.length(of: buffers) >= bounceSize - 64 {
                 // Zero-copy: the caller's buffers hold any frame the tap can produce.
                 let r: IOResult
                 do {
@@ -210,19 +208,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         }
         let length = bounceLength - hiddenHeader
         bounceLength = -1
-        var remaining = length
-        var from = bounce + hiddenHeader
-        for v in buffers where remaining > 0 {
-            let n = min(v.iov_len, remaining)
-            if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
-            from += n
-            remaining -= n
-        }
-        if remaining > 0 {
-            statistics.countDrop(.noSpace)
-            return .dropped(length: length, reason: .noSpace)
-        }
-        return .frame(length: length)
+        return deliver(bounce + hiddenHeader, length: length, into: buffers)
     }
 
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
