@@ -22,6 +22,12 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
     private var socketSource: EventSource?
     private var receiveWanted = false
+    /// `recvmmsg` calls left in this read-readiness callback. One batch per callback,
+    /// then `.empty`: the frames' answers (the guest's ACKs, read from the other side of
+    /// the relay) reach libslirp a batch later rather than after everything queued,
+    /// which keeps libslirp's send window (128 KiB per connection) moving. The loop is
+    /// level-triggered, so what is left is read in the next round.
+    private var fillsLeft = 0
     /// `send` returned `.wouldBlock`: the writable handler is owed a call.
     private var owesWritable = false
 
@@ -49,7 +55,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         do {
             socketSource = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
                 if ready.contains(.write) { self.socketWritable() }
-                if ready.contains(.read) { self.notifyReceive() }
+                if ready.contains(.read) {
+                    self.fillsLeft = 1
+                    self.notifyReceive()
+                }
             }
         } catch {
             throw .system(error)
@@ -155,6 +164,8 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         while true {
             guard fd >= 0 else { return .empty }
             if incoming.isEmpty {
+                if fillsLeft == 0 { return .empty }
+                fillsLeft -= 1
                 let n = incoming.fill(fd: fd)
                 if n < 0 {
                     switch errno {
