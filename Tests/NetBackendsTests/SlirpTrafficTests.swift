@@ -30,6 +30,16 @@ import Testing
         #expect(reply == "echo:hello-udp")
     }
 
+    /// Enough data that frames cross the helper's socket in full batches and fill it
+    /// (sendmmsg/recvmmsg, back-pressure): every byte arrives, in order.
+    @Test(arguments: modes) func bulkTransferArrivesWhole(helper: Bool) throws {
+        let web = try LoopbackHTTPServer(bytes: 16 << 20)
+        let net = try SlirpNetwork(helper: helper)
+        try net.dhcp()
+        let got = try net.fetch("http://10.0.2.2:\(web.port)/\(web.fileName)", seconds: 60)
+        #expect(got == web.content, "bulk fetch returned \(got?.count ?? -1) bytes, wanted \(web.content.count)")
+    }
+
     @Test(arguments: modes) func hostForwardReachesServerInNamespace(helper: Bool) throws {
         let hostPort = try freeLoopbackPort()
         let guestPort = 8080

@@ -6,6 +6,9 @@
 # (A, B, C, A, B, C...) and the median is reported, with ratios to slirp4netns.
 #
 # Usage (root): bench/slirp/run.sh [ROUNDS=3] [SECONDS=5]
+# NETBE=path picks netbe (default: this build's); NETBE_ALT=path adds rows for a second
+# build (e.g. main's, to compare before/after in the same run), named NETBE_ALT_LABEL
+# (default "alt").
 # Needs: iperf3 slirp4netns iproute2 python3, and netbe built (swift build -c release).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -15,6 +18,9 @@ secs=${2:-5}
 for t in iperf3 slirp4netns python3; do command -v $t >/dev/null || { echo "$t missing: apt-get install $t" >&2; exit 1; }; done
 netbe=${NETBE:-$(swift build -c release --show-bin-path)/netbe}
 [ -x "$netbe" ] || { echo "build netbe first: swift build -c release" >&2; exit 1; }
+alt=${NETBE_ALT:-}
+altlabel=${NETBE_ALT_LABEL:-alt}
+[ -z "$alt" ] || [ -x "$alt" ] || { echo "NETBE_ALT=$alt is not an executable" >&2; exit 1; }
 
 ns=nbslirpbench$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -35,9 +41,10 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     case $1 in
-        netbe-helper|netbe-inproc)
-            local h=on; [ "$1" = netbe-inproc ] && h=off
-            "$netbe" connect "tap0,netns=$ns" "slirp,helper=$h,ipv6=off" >"$out/relay.out" 2>"$out/relay.err" &
+        netbe-helper|netbe-inproc|$altlabel-helper|$altlabel-inproc)
+            local h=on; [ "${1##*-}" = inproc ] && h=off
+            local bin=$netbe; [ "${1%-*}" = "$altlabel" ] && bin=$alt
+            "$bin" connect "tap0,netns=$ns" "slirp,helper=$h,ipv6=off" >"$out/relay.out" 2>"$out/relay.err" &
             relay=$!
             for _ in $(seq 100); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
             ip -n "$ns" addr add 10.0.2.100/24 dev tap0
@@ -61,7 +68,9 @@ measure() {   # $1 = extra iperf3 flag (-R for host -> namespace); prints Gbit/s
         python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
-configs=(netbe-helper netbe-inproc slirp4netns)
+configs=(netbe-helper netbe-inproc)
+[ -n "$alt" ] && configs+=("$altlabel-helper" "$altlabel-inproc")
+configs+=(slirp4netns)
 for r in $(seq "$rounds"); do
     for c in "${configs[@]}"; do
         start "$c"
@@ -74,7 +83,7 @@ for r in $(seq "$rounds"); do
     done
 done
 
-python3 - "$out/results" <<'PY'
+python3 - "$out/results" "${configs[@]}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
@@ -83,9 +92,9 @@ for c, d, v in rows:
 med = {k: statistics.median(v) for k, v in med.items()}
 print("| configuration | ns -> host Gbit/s | ratio | host -> ns Gbit/s | ratio |")
 print("| --- | --- | --- | --- | --- |")
-for c in ["netbe-helper", "netbe-inproc", "slirp4netns"]:
+for c in sys.argv[2:]:
     u, d = med[(c, "up")], med[(c, "down")]
     bu, bd = med[("slirp4netns", "up")], med[("slirp4netns", "down")]
     print(f"| {c} | {u:.2f} | {u/bu:.2f}x | {d:.2f} | {d/bd:.2f}x |")
-print(f"(median of {len(rows)//6} interleaved rounds; ratio = against slirp4netns)")
+print(f"(median of {len(rows)//(2*len(sys.argv[2:]))} interleaved rounds; ratio = against slirp4netns)")
 PY

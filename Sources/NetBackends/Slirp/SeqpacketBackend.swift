@@ -3,14 +3,33 @@ import Glibc
 #endif
 
 /// A backend on one end of a `SOCK_SEQPACKET` unix socket: one frame per message, no
-/// header (bhyve's slirp helper protocol). `receive` detects a frame longer than the
-/// caller's buffers with MSG_TRUNC and drops it whole; `peekReceiveLength` asks the
-/// kernel with MSG_PEEK|MSG_TRUNC. When the peer goes away `peerGone` decides: by
-/// default the backend reports `.deviceGone`.
+/// header (bhyve's slirp helper protocol). When the peer goes away `peerGone` decides:
+/// by default the backend reports `.deviceGone`.
+///
+/// Frames move in batches, a system call per batch rather than per frame (the cost of the
+/// helper hop): `send` copies the frame into a `SeqpacketSendBatch`, written with one
+/// `sendmmsg` at `flush` (the relay's end of batch) or when the batch is full; `receive`
+/// serves frames that one `recvmmsg` read ahead into a `SeqpacketReceiveRing`.
+/// Back-pressure is kept: a full batch that the socket cannot take returns `.wouldBlock`,
+/// and the writable handler runs once the queued frames are out. A message longer than
+/// a slot (or than the caller's buffers) is dropped whole, never half-delivered.
 public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     /// The socket, or -1 while no peer is attached.
     public private(set) var fd: Int32 = -1
-    private var header = msghdr()
+    /// Frames per `sendmmsg`/`recvmmsg`.
+    public static let batchSize = 64
+    private let outgoing = SeqpacketSendBatch(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
+    private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
+    private var socketSource: EventSource?
+    private var receiveWanted = false
+    /// `recvmmsg` calls left in this read-readiness callback. One batch per callback,
+    /// then `.empty`: the frames' answers (the guest's ACKs, read from the other side of
+    /// the relay) reach libslirp a batch later rather than after everything queued,
+    /// which keeps libslirp's send window (128 KiB per connection) moving. The loop is
+    /// level-triggered, so what is left is read in the next round.
+    private var fillsLeft = 0
+    /// `send` returned `.wouldBlock`: the writable handler is owed a call.
+    private var owesWritable = false
 
     public init(spec: BackendSpec, kind: String, name: String, fd: Int32, eventLoop: EventLoop) throws(NetBackendError) {
         super.init(spec: spec, kind: kind, name: name, eventLoop: eventLoop)
@@ -23,33 +42,51 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public final func attach(fd newFD: Int32) throws(NetBackendError) {
         detach()
         fd = newFD
-        // Room for bursts: a seqpacket socket's buffer counts whole messages.
+        // Room for bursts, so that neither side blocks per batch (a seqpacket socket's
+        // buffer counts whole messages). The FORCE variants pass net.core.*mem_max when
+        // privileged; without privilege the plain ones apply, capped by those limits.
         var size: Int32 = 4 << 20
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(4))
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(4))
-        try watch(fd: fd)
-        if receiveWanted { super.enableReceive() }
+        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(4)) < 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(4))
+        }
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(4)) < 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(4))
+        }
+        do {
+            socketSource = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
+                if ready.contains(.write) { self.socketWritable() }
+                if ready.contains(.read) {
+                    self.fillsLeft = 1
+                    self.notifyReceive()
+                }
+            }
+        } catch {
+            throw .system(error)
+        }
+        if receiveWanted { socketSource?.enable(.read) }
     }
 
-    /// Stops watching and closes the socket.
+    /// Stops watching and closes the socket; frames queued or read ahead are dropped
+    /// (counted as `no_peer`): they belong to that peer.
     public final func detach() {
-        super.close()
+        socketSource?.cancel()
+        socketSource = nil
         if fd >= 0 {
             _ = Glibc.close(fd)
             fd = -1
         }
+        for _ in 0..<outgoing.reset() { statistics.countDrop(.noPeer) }
+        incoming.reset()
     }
-
-    private var receiveWanted = false
 
     public override func enableReceive() {
         receiveWanted = true
-        super.enableReceive()
+        socketSource?.enable(.read)
     }
 
     public override func disableReceive() {
         receiveWanted = false
-        super.disableReceive()
+        socketSource?.disable(.read)
     }
 
     /// Called on the loop thread when the peer closed its end or reset. The default
@@ -58,69 +95,120 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         throw .deviceGone("\(name): \(why)")
     }
 
+    // MARK: sending
+
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         guard fd >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
-        header.msg_iov = UnsafeMutablePointer(mutating: frame.baseAddress)
-        header.msg_iovlen = frame.count
-        while true {
-            let n = sendmsg(fd, &header, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-            if n >= 0 {
-                statistics.frames &+= 1
-                statistics.bytes &+= UInt64(n)
-                return .sent(n)
+        var length = 0
+        for v in frame { length &+= v.iov_len }
+        guard length <= outgoing.slotSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
+        if outgoing.isFull {
+            try writeBatch()
+            if outgoing.isFull || fd < 0 {
+                owesWritable = true
+                return fd < 0 ? .dropped(.noPeer) : .wouldBlock
             }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, ENOBUFS:
-                armWritable()
-                return .wouldBlock
+        }
+        outgoing.append(frame, length: length)
+        statistics.frames &+= 1
+        statistics.bytes &+= UInt64(length)
+        // A full batch goes out at once, so that the peer starts on it.
+        if !more || outgoing.isFull { try writeBatch() }
+        return .sent(length)
+    }
+
+    public override func flush() throws(NetBackendError) {
+        if outgoing.pending > 0 { try writeBatch() }
+    }
+
+    /// Writes the batch; a full socket keeps the rest and asks for a writable callback.
+    private func writeBatch() throws(NetBackendError) {
+        guard fd >= 0 else { return }
+        switch outgoing.write(fd: fd) {
+        case .done:
+            break
+        case .full:
+            socketSource?.enable(.write)
+        case .failed(let e, let dropped):
+            switch e {
             case EMSGSIZE:
                 statistics.countDrop(.malformed)
-                return .dropped(.malformed)
             case EPIPE, ECONNRESET, ENOTCONN:
+                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
                 try peerGone("the peer closed its socket")
-                statistics.countDrop(.noPeer)
-                return .dropped(.noPeer)
             default:
-                throw .system(SystemCallError(call: "sendmsg", device: name, errno: errno))
+                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
+                throw .system(SystemCallError(call: "sendmmsg", device: name, errno: e))
             }
         }
     }
 
+    /// The socket can take more: write what is queued, then resume a blocked sender.
+    private func socketWritable() {
+        socketSource?.disable(.write)
+        do throws(NetBackendError) {
+            try writeBatch()
+        } catch {
+            // Nobody up the stack to throw to here: end the loop as a relay would.
+            eventLoop.stop(throwing: error)
+            return
+        }
+        guard !outgoing.isFull, owesWritable else { return }
+        owesWritable = false
+        notifyWritable()
+    }
+
+    // MARK: receiving
+
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
-        guard fd >= 0 else { return .empty }
-        header.msg_iov = UnsafeMutablePointer(mutating: buffers.baseAddress)
-        header.msg_iovlen = buffers.count
-        header.msg_flags = 0
         while true {
-            // MSG_TRUNC: the return value is the whole message's length even when cut.
-            let n = recvmsg(fd, &header, Int32(MSG_DONTWAIT | MSG_TRUNC))
-            if n > 0 {
-                if header.msg_flags & Int32(MSG_TRUNC) != 0 {
-                    statistics.countDrop(.noSpace)
-                    return .dropped(length: n, reason: .noSpace)
+            guard fd >= 0 else { return .empty }
+            if incoming.isEmpty {
+                if fillsLeft == 0 { return .empty }
+                fillsLeft -= 1
+                let n = incoming.fill(fd: fd)
+                if n < 0 {
+                    switch errno {
+                    case EINTR: continue
+                    case EAGAIN: return .empty
+                    case ECONNRESET:
+                        try peerGone("the peer reset its socket")
+                        return .empty
+                    default:
+                        throw .system(SystemCallError(call: "recvmmsg", device: name, errno: errno))
+                    }
                 }
-                return .frame(length: n)
+                if n == 0 { return .empty }
             }
-            if n == 0 {
-                // Frames are never empty: 0 is the peer's end of file.
+            guard let slot = incoming.peek() else { return .empty }
+            incoming.removeFirst()
+            if slot.length == 0 {
+                // Frames are never empty: this is the peer's end of file.
+                incoming.reset()
                 try peerGone("the peer closed its socket")
                 return .empty
             }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return .empty
-            case ECONNRESET:
-                try peerGone("the peer reset its socket")
-                return .empty
-            default:
-                throw .system(SystemCallError(call: "recvmsg", device: name, errno: errno))
+            var capacity = 0
+            for v in buffers { capacity &+= v.iov_len }
+            if slot.truncated || slot.length > capacity {
+                statistics.countDrop(.noSpace)
+                return .dropped(length: slot.length, reason: .noSpace)
             }
+            var from = slot.bytes
+            var remaining = slot.length
+            for v in buffers where remaining > 0 {
+                let n = min(v.iov_len, remaining)
+                if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
+                from += n
+                remaining -= n
+            }
+            return .frame(length: slot.length)
         }
     }
 
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         guard fd >= 0 else { return 0 }
+        if let slot = incoming.peek() { return slot.length }
         let n = recv(fd, nil, 0, Int32(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT))
         return n > 0 ? n : 0
     }

@@ -60,6 +60,28 @@ final class SlirpFrameQueue {
         }
     }
 
+    /// Frames waiting.
+    var waiting: Int { count }
+
+    /// The `index`-th waiting frame (0 = head), in place: the slirp helper writes
+    /// frames to its socket straight from the slots. Valid until removed.
+    @inline(__always)
+    func frame(at index: Int) -> (bytes: UnsafeMutableRawPointer, length: Int) {
+        let slot = (head + index) % capacity
+        return (storage + slot * slotSize, lengths[slot])
+    }
+
+    /// Removes the first `n` waiting frames (after they were written out in place).
+    func removeFirst(_ n: Int) {
+        let k = min(n, count)
+        head = (head + k) % capacity
+        count -= k
+        if count == 0 && k > 0 {
+            var v: UInt64 = 0
+            _ = Glibc.read(readyFD, &v, 8)
+        }
+    }
+
     /// Length of the frame at the head, 0 when empty.
     var headLength: Int { count == 0 ? 0 : lengths[head] }
 

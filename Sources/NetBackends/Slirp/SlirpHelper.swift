@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// The helper process's side (what `netbe slirp-helper` runs): libslirp in-process,
-/// joined by a `Relay` to the seqpacket socket from the main process.
+/// joined to the seqpacket socket from the main process by a `SlirpHelperLink`.
 ///
 /// Order matters: die-with-parent first (PR_SET_PDEATHSIG, then a getppid check for a
 /// parent that died before that), open libslirp and bind the port forwards while still
@@ -21,20 +21,18 @@ public enum SlirpHelper {
         }
         signal(SIGPIPE, SIG_IGN)
         let loop: EventLoop
-        let relay: Relay
-        let backends: [NetBackend]
+        let stack: SlirpStack
+        let link: SlirpHelperLink
         do {
             loop = try EventLoop()
             let spec = try BackendSpec(parsing: text)
             let reader = SpecReader(spec, repeatable: ["hostfwd"])
             let configuration = try SlirpConfiguration(reader)
             try reader.finish(kind: "slirp")
-            let slirp = try SlirpBackend(spec: spec, configuration: configuration, eventLoop: loop)
+            stack = try SlirpStack(configuration, specText: spec.text, eventLoop: loop)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            let link = try SeqpacketBackend(spec: spec, kind: "seqpacket", name: "netbe main process", fd: fd, eventLoop: loop)
-            backends = [link, slirp]
+            link = try SlirpHelperLink(fd: fd, stack: stack, eventLoop: loop)
             try dropPrivileges()
-            relay = try Relay(link, slirp)
         } catch let error as NetBackendError {
             report(fd, status: error.exitStatus, error.description)
             return error.exitStatus
@@ -44,8 +42,11 @@ public enum SlirpHelper {
         }
         var ready = SlirpHelperProcess.readyMessage
         guard send(fd, &ready, 1, Int32(MSG_NOSIGNAL)) == 1 else { return 1 }
-        relay.start()
-        defer { backends.forEach { $0.close() } }
+        link.start()
+        defer {
+            link.close()
+            stack.close()
+        }
         do {
             try loop.run()
         } catch let error as NetBackendError {

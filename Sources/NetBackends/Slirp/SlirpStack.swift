@@ -26,6 +26,10 @@ final class SlirpStack: @unchecked Sendable {
     private var filled = false
     private let log = Logger(label: "netbe.slirp")
     private var pollSource: EventSource?
+    /// Called at the end of each loop round's libslirp work when frames wait in `queue`,
+    /// so that a consumer can take them before the wait instead of one round later
+    /// (the slirp helper writes them to its socket here). Set once, before the loop runs.
+    var framesQueued: (() -> Void)?
 
     /// Creates the stack and its port forwards. A forward whose host port cannot be
     /// bound throws `.badSpec` naming the rule and the port.
@@ -151,6 +155,7 @@ final class SlirpStack: @unchecked Sendable {
             ms = ms < 0 ? untilTimer : min(ms, untilTimer)
         }
         if ms >= 0 && (timeout < 0 || ms < Int64(timeout)) { timeout = Int32(min(ms, Int64(Int32.max))) }
+        if !queue.isEmpty, let f = framesQueued { f() }
     }
 
     // MARK: callbacks

@@ -1,0 +1,78 @@
+import CSlirp
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Frames read ahead by a `SeqpacketBackend`: one `recvmmsg(2)` fills up to `capacity`
+/// preallocated slots (one message each), and `receive` serves them one by one.
+/// Nothing is allocated per frame.
+final class SeqpacketReceiveRing {
+    let capacity: Int
+    let slotSize: Int
+    private let storage: UnsafeMutableRawPointer
+    private let vectors: UnsafeMutablePointer<iovec>
+    private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    private var next = 0
+    private var filled = 0
+
+    init(capacity: Int, slotSize: Int) {
+        self.capacity = capacity
+        self.slotSize = slotSize
+        // Virtual size capacity * 64 KiB; only the pages frames touch become resident.
+        storage = .allocate(byteCount: capacity * slotSize, alignment: 64)
+        vectors = .allocate(capacity: capacity)
+        headers = .allocate(capacity: capacity)
+        for i in 0..<capacity {
+            vectors[i] = iovec(iov_base: storage + i * slotSize, iov_len: slotSize)
+            var h = netbe_mmsghdr()
+            h.msg_hdr.msg_iov = vectors + i
+            h.msg_hdr.msg_iovlen = 1
+            headers[i] = h
+        }
+    }
+
+    deinit {
+        storage.deallocate()
+        vectors.deallocate()
+        headers.deallocate()
+    }
+
+    var isEmpty: Bool { next == filled }
+
+    /// One slot as read: the message's whole length (MSG_TRUNC: even when it was cut),
+    /// whether it was cut, and its bytes. Length 0 is the peer's end of file (frames are
+    /// never empty, and recvmmsg reports end of file as empty messages).
+    struct Slot {
+        let length: Int
+        let truncated: Bool
+        let bytes: UnsafeRawPointer
+    }
+
+    /// The next frame without removing it; nil when the ring is empty.
+    @inline(__always)
+    func peek() -> Slot? {
+        guard next < filled else { return nil }
+        let h = headers[next]
+        return Slot(length: Int(h.msg_len), truncated: h.msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0,
+                    bytes: UnsafeRawPointer(storage + next * slotSize))
+    }
+
+    @inline(__always)
+    func removeFirst() { next += 1 }
+
+    /// Reads up to `capacity` messages (the ring must be empty). Returns how many, or
+    /// -1 with errno set (EAGAIN: none waiting).
+    func fill(fd: Int32) -> Int {
+        next = 0
+        filled = 0
+        let n = netbe_recvmmsg(fd, headers, UInt32(capacity), Int32(MSG_DONTWAIT | MSG_TRUNC))
+        if n > 0 { filled = Int(n) }
+        return Int(n)
+    }
+
+    /// Forgets the frames read ahead (they came from a peer that is gone).
+    func reset() {
+        next = 0
+        filled = 0
+    }
+}

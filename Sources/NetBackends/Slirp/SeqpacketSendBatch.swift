@@ -1,0 +1,106 @@
+import CSlirp
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Frames on their way out of a `SeqpacketBackend`: copied into preallocated slots as
+/// the relay sends them, then written with one `sendmmsg(2)` per batch (one message
+/// per frame, as before). Nothing is allocated per frame.
+///
+/// Frames `0..<count` are queued, `0..<sent` of them already written; a partial write
+/// (socket full) keeps the rest for the next `write`.
+final class SeqpacketSendBatch {
+    let capacity: Int
+    let slotSize: Int
+    private let storage: UnsafeMutableRawPointer
+    private let vectors: UnsafeMutablePointer<iovec>
+    private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    private(set) var count = 0
+    private var sent = 0
+
+    init(capacity: Int, slotSize: Int) {
+        self.capacity = capacity
+        self.slotSize = slotSize
+        // Virtual size capacity * 64 KiB; only the pages frames touch become resident.
+        storage = .allocate(byteCount: capacity * slotSize, alignment: 64)
+        vectors = .allocate(capacity: capacity)
+        headers = .allocate(capacity: capacity)
+        for i in 0..<capacity {
+            vectors[i] = iovec(iov_base: storage + i * slotSize, iov_len: 0)
+            var h = netbe_mmsghdr()
+            h.msg_hdr.msg_iov = vectors + i
+            h.msg_hdr.msg_iovlen = 1
+            headers[i] = h
+        }
+    }
+
+    deinit {
+        storage.deallocate()
+        vectors.deallocate()
+        headers.deallocate()
+    }
+
+    var isFull: Bool { count == capacity }
+    /// Frames queued and not yet written.
+    var pending: Int { count - sent }
+
+    /// Copies `frame` (at most `slotSize` bytes, checked by the caller) into the next slot.
+    @inline(__always)
+    func append(_ frame: UnsafeBufferPointer<iovec>, length: Int) {
+        var at = storage + count * slotSize
+        for v in frame where v.iov_len > 0 {
+            at.copyMemory(from: v.iov_base, byteCount: v.iov_len)
+            at += v.iov_len
+        }
+        vectors[count].iov_len = length
+        count += 1
+    }
+
+    /// Result of `write`: everything written, socket full (frames kept), or an error
+    /// number for the caller to interpret (the frames that caused it are dropped).
+    enum WriteResult {
+        case done
+        case full
+        case failed(errno: Int32, dropped: Int)
+    }
+
+    /// Writes what is queued with `sendmmsg(2)` until done or the socket is full.
+    /// EMSGSIZE drops the one frame the kernel refused and goes on; any other error
+    /// drops the whole rest of the batch and is returned.
+    func write(fd: Int32) -> WriteResult {
+        while sent < count {
+            let n = netbe_sendmmsg(fd, headers + sent, UInt32(count - sent), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            if n > 0 {
+                sent += Int(n)
+                continue
+            }
+            let e = errno
+            switch e {
+            case EINTR:
+                continue
+            case EAGAIN, ENOBUFS:
+                return .full
+            case EMSGSIZE:
+                sent += 1
+                if sent == count { reset() }
+                return .failed(errno: e, dropped: 1)
+            default:
+                let dropped = count - sent
+                reset()
+                return .failed(errno: e, dropped: dropped)
+            }
+        }
+        reset()
+        return .done
+    }
+
+    /// Forgets every queued frame (a new peer must not get the old one's frames).
+    /// Returns how many were not written.
+    @discardableResult
+    func reset() -> Int {
+        let dropped = count - sent
+        count = 0
+        sent = 0
+        return dropped
+    }
+}
