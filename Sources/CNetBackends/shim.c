@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 const unsigned long cnb_TUNSETIFF = TUNSETIFF;
 const unsigned long cnb_TUNGETIFF = TUNGETIFF;
@@ -37,6 +38,7 @@ const unsigned int cnb_TUN_F_USO6 = 0x40;
 #endif
 
 const int cnb_IFNAMSIZ = IFNAMSIZ;
+const int cnb_MSG_NOSIGNAL = MSG_NOSIGNAL;
 
 int cnb_setns(int fd, int nstype) { return setns(fd, nstype); }
 const int cnb_CLONE_NEWNET = CLONE_NEWNET;

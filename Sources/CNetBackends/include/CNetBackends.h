@@ -41,6 +41,10 @@ extern const unsigned int cnb_TUN_F_USO6;
 
 extern const int cnb_IFNAMSIZ;
 
+// send(2) flag: no SIGPIPE on a peer that left. Exported because its import into Swift
+// depends on which module first includes <sys/socket.h>.
+extern const int cnb_MSG_NOSIGNAL;
+
 // setns(2) needs _GNU_SOURCE, which Swift's Glibc module is not built with.
 int cnb_setns(int fd, int nstype);
 extern const int cnb_CLONE_NEWNET;

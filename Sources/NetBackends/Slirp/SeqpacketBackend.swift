@@ -99,8 +99,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         guard fd >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
-        var length = 0
-        for v in frame { length &+= v.iov_len }
+        let length = IOVectors.length(of: frame)
         guard length <= outgoing.slotSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
         if outgoing.isFull {
             try writeBatch()
@@ -188,21 +187,11 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 try peerGone("the peer closed its socket")
                 return .empty
             }
-            var capacity = 0
-            for v in buffers { capacity &+= v.iov_len }
-            if slot.truncated || slot.length > capacity {
+            if slot.truncated {
                 statistics.countDrop(.noSpace)
                 return .dropped(length: slot.length, reason: .noSpace)
             }
-            var from = slot.bytes
-            var remaining = slot.length
-            for v in buffers where remaining > 0 {
-                let n = min(v.iov_len, remaining)
-                if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
-                from += n
-                remaining -= n
-            }
-            return .frame(length: slot.length)
+            return deliver(slot.bytes, length: slot.length, into: buffers)
         }
     }
 

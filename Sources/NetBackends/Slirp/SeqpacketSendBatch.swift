@@ -47,11 +47,7 @@ final class SeqpacketSendBatch {
     /// Copies `frame` (at most `slotSize` bytes, checked by the caller) into the next slot.
     @inline(__always)
     func append(_ frame: UnsafeBufferPointer<iovec>, length: Int) {
-        var at = storage + count * slotSize
-        for v in frame where v.iov_len > 0 {
-            at.copyMemory(from: v.iov_base, byteCount: v.iov_len)
-            at += v.iov_len
-        }
+        IOVectors.gather(frame, into: storage + count * slotSize)
         vectors[count].iov_len = length
         count += 1
     }

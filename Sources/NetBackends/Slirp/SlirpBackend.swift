@@ -55,19 +55,14 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     public var queueDrops: UInt64 { stack.queue.overflowDrops }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        var length = 0
-        for v in frame { length &+= v.iov_len }
+        let length = IOVectors.length(of: frame)
         guard length >= 14 else { statistics.countDrop(.truncated); return .dropped(.truncated) }
         guard length <= contiguousSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
         if frame.count == 1 {
             stack.input(frame[0].iov_base, length: length)
         } else {
             // libslirp takes one contiguous buffer.
-            var at = contiguous
-            for v in frame where v.iov_len > 0 {
-                at.copyMemory(from: v.iov_base, byteCount: v.iov_len)
-                at += v.iov_len
-            }
+            IOVectors.gather(frame, into: contiguous)
             stack.input(contiguous, length: length)
         }
         statistics.frames &+= 1

@@ -91,20 +91,13 @@ final class SlirpFrameQueue {
     func pop(into buffers: UnsafeBufferPointer<iovec>) -> Int? {
         guard count > 0 else { return nil }
         let length = lengths[head]
-        var from = UnsafeRawPointer(storage + head * slotSize)
-        var remaining = length
-        for v in buffers where remaining > 0 {
-            let n = min(v.iov_len, remaining)
-            if n > 0 { v.iov_base.copyMemory(from: from, byteCount: n) }
-            from += n
-            remaining -= n
-        }
+        let fits = IOVectors.scatter(storage + head * slotSize, length: length, into: buffers)
         head = (head + 1) % capacity
         count -= 1
         if count == 0 {
             var v: UInt64 = 0
             _ = Glibc.read(readyFD, &v, 8)
         }
-        return remaining > 0 ? -length : length
+        return fits ? length : -length
     }
 }

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CNetBackends
 import Glibc
 #endif
 
@@ -82,7 +83,7 @@ enum SocketCall {
     @inline(__always)
     static func sendmsg(_ fd: Int32, _ message: UnsafePointer<msghdr>, device: String) throws(SystemCallError) -> IOResult {
         while true {
-            let n = Glibc.sendmsg(fd, message, Int32(MSG_NOSIGNAL))
+            let n = Glibc.sendmsg(fd, message, cnb_MSG_NOSIGNAL)
             if n >= 0 { return .processed(n) }
             let e = errno
             if e == EINTR { continue }

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CNetBackends
 import Glibc
 #endif
 
@@ -54,7 +55,7 @@ final class StreamOutput {
     /// Writes as much of the tail as the socket takes; true once it is all out.
     func flush(to fd: Int32, device: String) throws(SystemCallError) -> Bool {
         while start < end {
-            let n = Glibc.send(fd, buffer + start, end - start, Int32(MSG_NOSIGNAL))
+            let n = Glibc.send(fd, buffer + start, end - start, cnb_MSG_NOSIGNAL)
             if n < 0 {
                 let e = errno
                 if e == EINTR { continue }
