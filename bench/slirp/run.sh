@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iperf3 through user-mode networking, namespace -> host and host -> namespace:
-# netbe's slirp backend with the helper process and in-process, against slirp4netns in
-# the same topology (a tap in a namespace, libslirp behind it, the iperf3 server on the
+# netbe's slirp backend with the helper process and in-process, and passt joined by
+# netbe's stream backend, against slirp4netns in the same topology (a tap in a namespace, libslirp behind it, the iperf3 server on the
 # host's loopback reached through the gateway 10.0.2.2). Rounds are interleaved
 # (A, B, C, A, B, C...) and the median is reported, with ratios to slirp4netns.
 #
@@ -9,13 +9,16 @@
 # NETBE=path picks netbe (default: this build's); NETBE_ALT=path adds rows for a second
 # build (e.g. main's, to compare before/after in the same run), named NETBE_ALT_LABEL
 # (default "alt").
-# Needs: iperf3 slirp4netns iproute2 python3, and netbe built (swift build -c release).
+# passt runs in a namespace of its own (with a veth to an upstream namespace, so it has a
+# default route to copy and traffic never leaves the machine); its iperf3 server listens
+# on that namespace's loopback, which passt maps its gateway address to.
+# Needs: iperf3 slirp4netns passt iproute2 python3, and netbe built (swift build -c release).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 rounds=${1:-3}
 secs=${2:-5}
 [ "$(id -u)" = 0 ] || { echo "run as root (namespaces, taps)" >&2; exit 1; }
-for t in iperf3 slirp4netns python3; do command -v $t >/dev/null || { echo "$t missing: apt-get install $t" >&2; exit 1; }; done
+for t in iperf3 slirp4netns passt python3; do command -v $t >/dev/null || { echo "$t missing: apt-get install $t" >&2; exit 1; }; done
 netbe=${NETBE:-$(swift build -c release --show-bin-path)/netbe}
 [ -x "$netbe" ] || { echo "build netbe first: swift build -c release" >&2; exit 1; }
 alt=${NETBE_ALT:-}
@@ -26,8 +29,15 @@ ns=nbslirpbench$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 out=$(mktemp -d)
 relay=
+passt=
+pserver=
+gw=10.0.2.2
 cleanup() {
     [ -n "$relay" ] && kill "$relay" 2>/dev/null && wait "$relay" 2>/dev/null
+    [ -n "$passt" ] && kill -9 "$passt" 2>/dev/null
+    [ -n "$pserver" ] && kill "$pserver" 2>/dev/null
+    ip netns del "${ns}p" 2>/dev/null || true
+    ip netns del "${ns}u" 2>/dev/null || true
     [ -n "${server:-}" ] && kill "$server" 2>/dev/null
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$out"
@@ -50,27 +60,59 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
             ip -n "$ns" addr add 10.0.2.100/24 dev tap0
             ip -n "$ns" link set tap0 up
             ip -n "$ns" route add default via 10.0.2.2 ;;
+        passt)
+            # passt's own namespace and an upstream one: passt copies 10.98.0.2 and its route.
+            local pns=${ns}p ups=${ns}u
+            ip netns add "$pns"; ip netns add "$ups"
+            ip -n "$pns" link set lo up; ip -n "$ups" link set lo up
+            ip link add p0 netns "$pns" type veth peer name u0 netns "$ups"
+            ip -n "$pns" addr add 10.98.0.2/24 dev p0; ip -n "$pns" link set p0 up
+            ip -n "$ups" addr add 10.98.0.1/24 dev u0; ip -n "$ups" link set u0 up
+            ip -n "$pns" route add default via 10.98.0.1
+            # passt answers the guest's pings with ping sockets: let every group open them.
+            ip netns exec "$pns" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
+            ip netns exec "$pns" iperf3 -s -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+            pserver=$!
+            # As root passt drops to nobody before binding: its directory must be writable.
+            chmod 755 "$out"; mkdir -p -m 1777 "$out/passt"; rm -f "$out/passt/sock"
+            ip netns exec "$pns" passt -f -q -s "$out/passt/sock" >"$out/passt.log" 2>&1 &
+            passt=$!
+            for _ in $(seq 100); do [ -S "$out/passt/sock" ] && break; sleep 0.05; done
+            "$netbe" connect "tap0,netns=$ns" "stream,connect=unix:$out/passt/sock" >"$out/relay.out" 2>"$out/relay.err" &
+            relay=$!
+            for _ in $(seq 100); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+            ip -n "$ns" addr add 10.98.0.2/24 dev tap0
+            ip -n "$ns" link set tap0 up
+            ip -n "$ns" route add default via 10.98.0.1
+            gw=10.98.0.1 ;;
         slirp4netns)
             slirp4netns --configure --mtu=1500 --netns-type=path "/run/netns/$ns" tap0 >"$out/relay.out" 2>&1 &
             relay=$!
             for _ in $(seq 100); do ip -n "$ns" -4 addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.05; done ;;
     esac
-    for _ in $(seq 100); do ip netns exec "$ns" ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && return; sleep 0.1; done
+    for _ in $(seq 100); do ip netns exec "$ns" ping -c 1 -W 1 "$gw" >/dev/null 2>&1 && return; sleep 0.1; done
     echo "$1: no connectivity" >&2; exit 1
 }
 stop() {
     kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null || true
     relay=
+    if [ -n "$passt" ]; then
+        kill -9 "$passt" 2>/dev/null; wait "$passt" 2>/dev/null || true
+        kill "$pserver" 2>/dev/null; wait "$pserver" 2>/dev/null || true
+        passt= pserver=
+        ip netns del "${ns}p"; ip netns del "${ns}u"
+    fi
+    gw=10.0.2.2
     ip netns del "$ns"
 }
 measure() {   # $1 = extra iperf3 flag (-R for host -> namespace); prints Gbit/s
-    ip netns exec "$ns" iperf3 -c 10.0.2.2 -p "$port" -t "$secs" $1 -J 2>/dev/null |
+    ip netns exec "$ns" iperf3 -c "$gw" -p "$port" -t "$secs" $1 -J 2>/dev/null |
         python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
 configs=(netbe-helper netbe-inproc)
 [ -n "$alt" ] && configs+=("$altlabel-helper" "$altlabel-inproc")
-configs+=(slirp4netns)
+configs+=(passt slirp4netns)
 for r in $(seq "$rounds"); do
     for c in "${configs[@]}"; do
         start "$c"
