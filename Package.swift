@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        // Tests only: counts allocations so a test can say the relay allocates nothing per frame.
+        .package(url: "https://github.com/ordo-one/malloc-interposer.git", from: "1.6.1"),
     ],
     targets: [
         // Only what Swift cannot reach: ioctl request numbers built by _IOW macros,
@@ -42,7 +44,10 @@ let package = Package(
         ),
         .testTarget(
             name: "NetBackendsTests",
-            dependencies: ["NetBackends"]
+            dependencies: [
+                "NetBackends",
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,72 @@
+import Foundation
+import MallocInterposerSwift
+import NetBackends
+import Synchronization
+import Testing
+
+// The allocation hook is a C function pointer: it reaches its state through globals.
+// It counts only allocations made on the relay's loop thread, so tests running in
+// parallel elsewhere in this process do not disturb the count.
+nonisolated(unsafe) private var watchedThread = pthread_t()
+private let loopThreadAllocations = Atomic<Int>(0)
+private let countLoopThreadAllocations: MallocInterposerSwift.AllocationHook = { _ in
+    if pthread_equal(watchedThread, pthread_self()) != 0 {
+        loopThreadAllocations.add(1, ordering: .relaxed)
+    }
+}
+
+/// The hot path allocates nothing: two taps relayed in this process by `Relay` on its own
+/// event-loop thread while a TCP transfer runs through them; malloc-interposer counts every
+/// allocation that thread makes while the frames flow. A control step proves the counter
+/// sees an allocation on that thread, so a zero means something.
+@Suite(.serialized) struct RelayAllocationTests {
+    /// With offloads (64 KiB super-frames) and with `offload=off` (MTU-sized frames).
+    @Test(arguments: ["", ",offload=off"])
+    func relayingTapToTapAllocatesNothingPerFrame(options: String) throws {
+        let a = try TestNamespace("ma"), b = try TestNamespace("mb")
+        let thread = try LoopThread()
+        let tapA = try BackendRegistry.shared.open("tap0,netns=\(a.name)\(options)", on: thread.loop)
+        let tapB = try BackendRegistry.shared.open("tap0,netns=\(b.name)\(options)", on: thread.loop)
+        defer { tapA.close(); tapB.close() }
+        let relay = try Relay(tapA, tapB)
+        try thread.sync { relay.start() }
+        try a.address("tap0", "10.91.0.1/24")
+        try b.address("tap0", "10.91.0.2/24")
+        try a.waitCarrier("tap0")
+        try b.waitCarrier("tap0")
+        // Warm-up: first-use allocations (lazy state, epoll bookkeeping) happen here.
+        let warm = try TcpTransfer.run(from: a, to: b, host: "10.91.0.2", port: 5301, bytes: 1 << 20, seed: 1)
+        #expect(warm.sent == warm.received)
+
+        watchedThread = try thread.sync { pthread_self() }
+        MallocInterposerSwift.setAllocationHook(countLoopThreadAllocations)
+        defer { MallocInterposerSwift.setAllocationHook(nil) }
+        let framesBefore = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames }
+        let bytesBefore = try thread.sync { relay.forward.statistics.bytes }
+        loopThreadAllocations.store(0, ordering: .relaxed)
+        MallocInterposerSwift.hook()
+        let measured = Result { try TcpTransfer.run(from: a, to: b, host: "10.91.0.2", port: 5302, bytes: 32 << 20, seed: 2) }
+        MallocInterposerSwift.unhook()
+        let allocations = loopThreadAllocations.load(ordering: .relaxed)
+        let frames = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames } - framesBefore
+        let bytes = try thread.sync { relay.forward.statistics.bytes } - bytesBefore
+        let (sent, received) = try measured.get()
+        #expect(sent == received, "the transfer arrived whole")
+        #expect(bytes >= 32 << 20, "the 32 MiB crossed the relay while counting: \(bytes) bytes in \(frames) frames")
+        #expect(allocations == 0, "\(allocations) allocations on the loop thread for \(frames) frames")
+
+        // Control: an allocation on the loop thread while counting is seen.
+        loopThreadAllocations.store(0, ordering: .relaxed)
+        MallocInterposerSwift.hook()
+        let made = try thread.sync { () -> Int in
+            let p = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
+            p.storeBytes(of: 1, as: UInt8.self)
+            p.deallocate()
+            return 1
+        }
+        MallocInterposerSwift.unhook()
+        #expect(made == 1 && loopThreadAllocations.load(ordering: .relaxed) >= 1, "the counter sees loop-thread allocations")
+        try thread.sync { relay.stop() }
+        try thread.stop()
+    }
+}
