@@ -22,23 +22,12 @@ extension DgramBackend {
             boundUnixPath = path
             // Apple's framework sizes its side this way; a smaller buffer here drops
             // bursts as ENOBUFS (gvproxy issue 367).
-            let sent = try requestBuffer(SO_SNDBUF, SO_SNDBUFFORCE, Self.requestedSendBuffer, "SO_SNDBUF", path)
-            let received = try requestBuffer(SO_RCVBUF, SO_RCVBUFFORCE, Self.requestedReceiveBuffer, "SO_RCVBUF", path)
+            let sent = try SocketCall.requestBuffer(fd, send: true, size: Self.requestedSendBuffer, device: path)
+            let received = try SocketCall.requestBuffer(fd, send: false, size: Self.requestedReceiveBuffer, device: path)
             log.info("\(path): vfkit socket bound; SO_SNDBUF asked \(Self.requestedSendBuffer) got \(sent), SO_RCVBUF asked \(Self.requestedReceiveBuffer) got \(received)")
         } catch {
             throw .system(error)
         }
-    }
-
-    /// Asks for `size` (the FORCE variant first, which root may use beyond the sysctl
-    /// limits) and returns what the kernel granted.
-    private func requestBuffer(_ option: Int32, _ force: Int32, _ size: Int32, _ label: String, _ path: String) throws(SystemCallError) -> Int32 {
-        do {
-            try SocketCall.setInt(fd, SOL_SOCKET, force, size, call: label + "FORCE", device: path)
-        } catch {
-            try SocketCall.setInt(fd, SOL_SOCKET, option, size, call: label, device: path)
-        }
-        return try SocketCall.getInt(fd, SOL_SOCKET, option, call: label, device: path)
     }
 
     /// Called with each received datagram (its source in `sender`): learns the peer.

@@ -45,13 +45,9 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         // Room for bursts, so that neither side blocks per batch (a seqpacket socket's
         // buffer counts whole messages). The FORCE variants pass net.core.*mem_max when
         // privileged; without privilege the plain ones apply, capped by those limits.
-        var size: Int32 = 4 << 20
-        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(4)) < 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(4))
-        }
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(4)) < 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(4))
-        }
+        // Best effort: a smaller buffer only means more wake-ups.
+        _ = try? SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: name)
+        _ = try? SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: name)
         do {
             socketSource = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
                 if ready.contains(.write) { self.socketWritable() }

@@ -7,34 +7,14 @@ import Glibc
 /// preallocated slots (one message each), and `receive` serves them one by one.
 /// Nothing is allocated per frame.
 final class SeqpacketReceiveRing {
-    let capacity: Int
-    let slotSize: Int
-    private let storage: UnsafeMutableRawPointer
-    private let vectors: UnsafeMutablePointer<iovec>
-    private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    private let slots: MessageSlots
+    var capacity: Int { slots.capacity }
+    var slotSize: Int { slots.slotSize }
     private var next = 0
     private var filled = 0
 
     init(capacity: Int, slotSize: Int) {
-        self.capacity = capacity
-        self.slotSize = slotSize
-        // Virtual size capacity * 64 KiB; only the pages frames touch become resident.
-        storage = .allocate(byteCount: capacity * slotSize, alignment: 64)
-        vectors = .allocate(capacity: capacity)
-        headers = .allocate(capacity: capacity)
-        for i in 0..<capacity {
-            vectors[i] = iovec(iov_base: storage + i * slotSize, iov_len: slotSize)
-            var h = netbe_mmsghdr()
-            h.msg_hdr.msg_iov = vectors + i
-            h.msg_hdr.msg_iovlen = 1
-            headers[i] = h
-        }
-    }
-
-    deinit {
-        storage.deallocate()
-        vectors.deallocate()
-        headers.deallocate()
+        slots = MessageSlots(capacity: capacity, slotSize: slotSize, vectorLength: slotSize)
     }
 
     var isEmpty: Bool { next == filled }
@@ -52,9 +32,9 @@ final class SeqpacketReceiveRing {
     @inline(__always)
     func peek() -> Slot? {
         guard next < filled else { return nil }
-        let h = headers[next]
+        let h = slots.headers[next]
         return Slot(length: Int(h.msg_len), truncated: h.msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0,
-                    bytes: UnsafeRawPointer(storage + next * slotSize))
+                    bytes: UnsafeRawPointer(slots.bytes(next)))
     }
 
     @inline(__always)
@@ -65,7 +45,7 @@ final class SeqpacketReceiveRing {
     func fill(fd: Int32) -> Int {
         next = 0
         filled = 0
-        let n = netbe_recvmmsg(fd, headers, UInt32(capacity), Int32(MSG_DONTWAIT | MSG_TRUNC))
+        let n = netbe_recvmmsg(fd, slots.headers, UInt32(capacity), Int32(MSG_DONTWAIT | MSG_TRUNC))
         if n > 0 { filled = Int(n) }
         return Int(n)
     }

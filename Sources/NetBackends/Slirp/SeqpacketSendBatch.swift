@@ -10,34 +10,14 @@ import Glibc
 /// Frames `0..<count` are queued, `0..<sent` of them already written; a partial write
 /// (socket full) keeps the rest for the next `write`.
 final class SeqpacketSendBatch {
-    let capacity: Int
-    let slotSize: Int
-    private let storage: UnsafeMutableRawPointer
-    private let vectors: UnsafeMutablePointer<iovec>
-    private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    private let slots: MessageSlots
+    var capacity: Int { slots.capacity }
+    var slotSize: Int { slots.slotSize }
     private(set) var count = 0
     private var sent = 0
 
     init(capacity: Int, slotSize: Int) {
-        self.capacity = capacity
-        self.slotSize = slotSize
-        // Virtual size capacity * 64 KiB; only the pages frames touch become resident.
-        storage = .allocate(byteCount: capacity * slotSize, alignment: 64)
-        vectors = .allocate(capacity: capacity)
-        headers = .allocate(capacity: capacity)
-        for i in 0..<capacity {
-            vectors[i] = iovec(iov_base: storage + i * slotSize, iov_len: 0)
-            var h = netbe_mmsghdr()
-            h.msg_hdr.msg_iov = vectors + i
-            h.msg_hdr.msg_iovlen = 1
-            headers[i] = h
-        }
-    }
-
-    deinit {
-        storage.deallocate()
-        vectors.deallocate()
-        headers.deallocate()
+        slots = MessageSlots(capacity: capacity, slotSize: slotSize, vectorLength: 0)
     }
 
     var isFull: Bool { count == capacity }
@@ -47,8 +27,8 @@ final class SeqpacketSendBatch {
     /// Copies `frame` (at most `slotSize` bytes, checked by the caller) into the next slot.
     @inline(__always)
     func append(_ frame: UnsafeBufferPointer<iovec>, length: Int) {
-        IOVectors.gather(frame, into: storage + count * slotSize)
-        vectors[count].iov_len = length
+        IOVectors.gather(frame, into: slots.bytes(count))
+        slots.vectors[count].iov_len = length
         count += 1
     }
 
@@ -65,7 +45,7 @@ final class SeqpacketSendBatch {
     /// drops the whole rest of the batch and is returned.
     func write(fd: Int32) -> WriteResult {
         while sent < count {
-            let n = netbe_sendmmsg(fd, headers + sent, UInt32(count - sent), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            let n = netbe_sendmmsg(fd, slots.headers + sent, UInt32(count - sent), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
             if n > 0 {
                 sent += Int(n)
                 continue

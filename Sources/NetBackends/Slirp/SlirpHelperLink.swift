@@ -44,13 +44,9 @@ final class SlirpHelperLink: @unchecked Sendable {
             h.msg_hdr.msg_iovlen = 1
             headers[i] = h
         }
-        var size: Int32 = 4 << 20
-        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(4)) < 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(4))
-        }
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(4)) < 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(4))
-        }
+        // Best effort: a smaller buffer only means more wake-ups.
+        _ = try? SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: "slirp helper socket")
+        _ = try? SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: "slirp helper socket")
         do {
             socketSource = try eventLoop.watch(fd: fd, name: "netbe main process") { [unowned self] ready in
                 if ready.contains(.write) { self.socketWritable() }

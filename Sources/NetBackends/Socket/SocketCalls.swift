@@ -104,4 +104,17 @@ enum SocketCall {
             throw SystemCallError(call: "recvmsg", device: device, errno: e)
         }
     }
+
+    /// Asks for a send or receive buffer of `size` bytes: the FORCE option first (it may
+    /// pass net.core.*mem_max, with CAP_NET_ADMIN), else the plain one, which the kernel
+    /// caps. Returns the size the kernel reports afterwards (socket(7)).
+    static func requestBuffer(_ fd: Int32, send: Bool, size: Int32, device: String) throws(SystemCallError) -> Int32 {
+        let (option, force, label) = send ? (SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF") : (SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF")
+        do {
+            try setInt(fd, SOL_SOCKET, force, size, call: label + "FORCE", device: device)
+        } catch {
+            try setInt(fd, SOL_SOCKET, option, size, call: label, device: device)
+        }
+        return try getInt(fd, SOL_SOCKET, option, call: label, device: device)
+    }
 }
