@@ -89,7 +89,7 @@ public struct SlirpConfiguration: Sendable {
         var a = in_addr(s_addr: address)
         var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
         inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
-        return String(cString: buf)
+        return String(nulTerminated: buf)
     }
 
     /// `A.B.C.D/LEN` or `A.B.C.D/MASK`; no suffix means /24 (QEMU's default).

@@ -44,7 +44,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     static func ownExecutable() -> String {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        return n > 0 ? String(cString: buf) : CommandLine.arguments[0]
+        return n > 0 ? String(nulTerminated: buf) : CommandLine.arguments[0]
     }
 
     /// The helper closed its socket: it died. Report, reap, restart (at most 5 times in

@@ -149,7 +149,7 @@ struct ResolvedSocketAddress: CustomStringConvertible {
                 getnameinfo(sa, len, &host, socklen_t(host.count), &serv, socklen_t(serv.count), NI_NUMERICHOST | NI_NUMERICSERV)
             }
             guard rc == 0 else { return "?" }
-            let h = String(cString: host), s = String(cString: serv)
+            let h = String(nulTerminated: host), s = String(nulTerminated: serv)
             return family == AF_INET6 ? "[\(h)]:\(s)" : "\(h):\(s)"
         default:
             return "family \(family)"

@@ -48,7 +48,7 @@ struct TapDevice {
                 default: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, errno: e))
                 }
             }
-            let name = String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let name = String(nulTerminated: out)
             var offloads: TapOffloads = []
             if o.vnet {
                 // A persistent tap keeps the last owner's settings: set both explicitly.

@@ -13,8 +13,8 @@ final class TestProcess {
         let id = UUID().uuidString.prefix(8)
         stdoutURL = dir.appendingPathComponent("nbt-\(id).out")
         stderrURL = dir.appendingPathComponent("nbt-\(id).err")
-        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = args
         if let environment { process.environment = environment }
