@@ -32,17 +32,9 @@ import Testing
 
     @Test(arguments: ["on", "off"]) func hostForwardPortInUseIsNamed(helper: String) throws {
         // Hold a listening socket on a loopback port, then ask slirp to forward it.
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (s, port) = try bindLoopback()
         defer { close(s) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &a) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) == 0 && getsockname(s, $0, &len) == 0 }
-        }
-        try #require(bound && listen(s, 1) == 0)
-        let port = Int(UInt16(bigEndian: a.sin_port))
+        try #require(listen(s, 1) == 0)
         let r = try NetbeBinary.run(["probe", "slirp,helper=\(helper),hostfwd=tcp:127.0.0.1:\(port)-:22"])
         #expect(r.status == 2)
         #expect(r.stderr.split(separator: "\n").count == 1, "stderr: \(r.stderr)")

@@ -22,27 +22,10 @@ final class SlirpNetwork {
         ns.delete()
     }
 
-    /// Runs busybox udhcpc on tap0; its script sets the address and default route and
-    /// prints `lease IP router ROUTER dns DNS`. Returns that line.
+    /// A DHCP lease on tap0 (address and default route set); returns udhcpc's lease line.
     @discardableResult
     func dhcp() throws -> String {
-        let script = FileManager.default.temporaryDirectory.appendingPathComponent("nbt-udhcpc-\(getpid()).sh").path
-        try """
-        #!/bin/sh
-        case "$1" in
-        bound|renew)
-            ip addr add "$ip/$mask" dev "$interface"
-            [ -z "$router" ] || ip route add default via "$router" dev "$interface"
-            echo "lease $ip router $router dns $dns" ;;
-        esac
-        """.write(toFile: script, atomically: true, encoding: .utf8)
-        chmod(script, 0o755)
-        defer { try? FileManager.default.removeItem(atPath: script) }
-        let out = try ns.run("timeout", "20", "busybox", "udhcpc", "-i", "tap0", "-n", "-q", "-t", "5", "-T", "1", "-s", script)
-        guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("lease ") }) else {
-            throw TestFailure("udhcpc printed no lease: \(out)")
-        }
-        return String(line)
+        try DhcpLease.obtain(in: ns).line
     }
 
     /// Fetches `url` with busybox wget inside the namespace; nil when it fails. The time

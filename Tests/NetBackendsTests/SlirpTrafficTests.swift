@@ -9,14 +9,14 @@ import Testing
     @Test(arguments: modes) func dhcpLease(helper: Bool) throws {
         let net = try SlirpNetwork(helper: helper)
         let lease = try net.dhcp()
-        #expect(lease == "lease 10.0.2.15 router 10.0.2.2 dns 10.0.2.3")
+        #expect(lease == "lease 10.0.2.15/24 router 10.0.2.2 dns 10.0.2.3")
         let addr = try sh("ip", "-n", net.ns.name, "-4", "addr", "show", "dev", "tap0")
         #expect(addr.contains("inet 10.0.2.15/24"))
     }
 
     @Test(arguments: modes) func dhcpHonoursNetOptions(helper: Bool) throws {
         let net = try SlirpNetwork(helper: helper, options: "net=192.168.77.0/24,host=192.168.77.1,dhcpstart=192.168.77.50,dns=192.168.77.53")
-        #expect(try net.dhcp() == "lease 192.168.77.50 router 192.168.77.1 dns 192.168.77.53")
+        #expect(try net.dhcp() == "lease 192.168.77.50/24 router 192.168.77.1 dns 192.168.77.53")
     }
 
     @Test(arguments: modes) func tcpAndUDPToHostLoopbackThroughGateway(helper: Bool) throws {
@@ -78,7 +78,7 @@ import Testing
         let net = try SlirpNetwork(helper: helper, options: "restrict=on")
         // DHCP is still served inside the virtual network, without router or DNS
         // (libslirp's restricted mode); the gateway is on-link anyway.
-        #expect(try net.dhcp().hasPrefix("lease 10.0.2.15 router "))
+        #expect(try net.dhcp().hasPrefix("lease 10.0.2.15/24 router "))
         #expect(try net.fetch("http://10.0.2.2:\(web.port)/\(web.fileName)", seconds: 3) == nil, "TCP got out with restrict=on")
         #expect(try udpExchange(in: net.ns, host: "10.0.2.2", port: echo.port, message: "x") == nil, "UDP got out with restrict=on")
     }

@@ -6,16 +6,6 @@ import Testing
 /// namespace gets a DHCP lease from passt and reaches a TCP server in passt's own
 /// namespace through the gateway address, which passt maps to its host's loopback.
 @Suite(.serialized) struct StreamPasstTests {
-    static let udhcpcScript = """
-    #!/bin/sh
-    case "$1" in bound|renew)
-      ip addr flush dev $interface; ip addr add $ip/${mask:-24} dev $interface
-      [ -n "$router" ] && ip route add default via ${router%% *} dev $interface
-      echo "LEASE $ip/${mask:-24} router=${router%% *}";;
-    esac
-    exit 0
-    """
-
     static let server = """
     import socket
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,13 +40,9 @@ import Testing
 
         let netbe = try NetbeBinary.start(["connect", "tap0,netns=\(ns.name)", "stream,connect=unix:\(sock)"])
         try sh("ip", "-n", ns.name, "link", "set", "tap0", "up")
-        let script = dir.appendingPathComponent("udhcpc.sh")
-        try Self.udhcpcScript.write(to: script, atomically: true, encoding: .utf8)
-        try sh("chmod", "+x", script.path)
-        let lease = try ns.run("busybox", "udhcpc", "-i", "tap0", "-n", "-q", "-t", "10", "-T", "1", "-s", script.path)
-        #expect(lease.contains("LEASE 10.98.0.2/"), "passt leased its host's address: \(lease)")
-        let router = lease.split(separator: "\n").first { $0.hasPrefix("LEASE") }?
-            .split(separator: " ").last { $0.hasPrefix("router=") }.map { String($0.dropFirst(7)) } ?? "10.98.0.1"
+        let lease = try DhcpLease.obtain(in: ns)
+        #expect(lease.address.hasPrefix("10.98.0.2/"), "passt leased its host's address: \(lease.line)")
+        let router = lease.router ?? "10.98.0.1"
         let reply = try ns.run("python3", "-c", "import socket; print(socket.create_connection(('\(router)', 8123), 5).recv(100).decode().strip())")
         #expect(reply.trimmingCharacters(in: .whitespacesAndNewlines) == "hello-from-passt-namespace")
         #expect(try netbe.stop() == 0, "netbe: \(netbe.stderr)")
