@@ -17,10 +17,11 @@ enum Report {
     static func direction(_ d: RelayDirection) -> Direction {
         var drops: [String: UInt64] = [:]
         for (reason, count) in d.statistics.dropsByReason { drops[reason.description] = count }
-        // Drops the sink counted itself (a tap that is down) belong to this direction too.
+        // Drops the sink counted itself (a tap that is down) belong to this direction too,
+        // and so do the super-frames the sink cut in software (slirp: libslirp takes no GSO).
         return Direction(direction: "\(d.source.name)->\(d.sink.name)", from: d.source.name, to: d.sink.name,
                          frames: d.statistics.frames, bytes: d.statistics.bytes, gso_frames: d.statistics.gsoFrames,
-                         sw_segmented: d.statistics.softwareSegmented, drops: drops)
+                         sw_segmented: d.statistics.softwareSegmented &+ d.sink.statistics.softwareSegmented, drops: drops)
     }
 
     static func print(_ relay: Relay) {

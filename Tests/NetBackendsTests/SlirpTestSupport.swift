@@ -8,12 +8,14 @@ final class SlirpNetwork {
     let netbe: TestProcess
     let spec: String
 
-    /// `options` are appended to `slirp,helper=on|off`; `extra` to the command line.
-    init(helper: Bool, options: String = "", extra: [String] = []) throws {
+    /// `options` are appended to `slirp,helper=on|off`, `tapOptions` to the tap's spec;
+    /// `extra` to the command line.
+    init(helper: Bool, options: String = "", tapOptions: String = "", extra: [String] = []) throws {
         try requireTool("busybox", package: "busybox-static")
         ns = try TestNamespace("slirp")
         spec = "slirp,helper=\(helper ? "on" : "off")" + (options.isEmpty ? "" : "," + options)
-        netbe = try NetbeBinary.start(["connect", "tap0,netns=\(ns.name)", spec] + extra)
+        let tap = "tap0,netns=\(ns.name)" + (tapOptions.isEmpty ? "" : "," + tapOptions)
+        netbe = try NetbeBinary.start(["connect", tap, spec] + extra)
         try ns.waitCarrier("tap0")
     }
 

@@ -51,3 +51,39 @@ extension NetBackend {
         return .dropped(length: length, reason: .noSpace)
     }
 }
+
+/// Writes pieces one after another into an iovec list (a header, then a frame's parts),
+/// without a contiguous copy first.
+public struct IOVectorWriter {
+    private let vector: UnsafeBufferPointer<iovec>
+    private var index = 0
+    private var offset = 0
+    /// Bytes written so far.
+    public private(set) var written = 0
+
+    public init(_ vector: UnsafeBufferPointer<iovec>) { self.vector = vector }
+
+    /// Appends `length` bytes; false (and a partial write) when the list is full.
+    @inline(__always)
+    public mutating func write(_ source: UnsafeRawPointer, _ length: Int) -> Bool {
+        var from = source
+        var remaining = length
+        while remaining > 0 {
+            guard index < vector.count else { return false }
+            let v = vector[index]
+            let n = min(v.iov_len - offset, remaining)
+            if n > 0 {
+                (v.iov_base + offset).copyMemory(from: from, byteCount: n)
+                from += n
+                remaining -= n
+                offset += n
+                written += n
+            }
+            if offset == v.iov_len {
+                index += 1
+                offset = 0
+            }
+        }
+        return true
+    }
+}

@@ -2,9 +2,12 @@
 import Glibc
 #endif
 
-/// A backend on one end of a `SOCK_SEQPACKET` unix socket: one frame per message, no
-/// header (bhyve's slirp helper protocol). When the peer goes away `peerGone` decides:
-/// by default the backend reports `.deviceGone`.
+/// A backend on one end of a `SOCK_SEQPACKET` unix socket: one frame per message (bhyve's
+/// slirp helper protocol), either bare or, with `linkHeaderLength` 12, behind a 12-byte
+/// virtio-net header whatever the frontend's length (netbe's own helper link, so that
+/// offloads cross it and no message depends on what was negotiated when it was sent).
+/// The header is converted to the frontend's 0, 10 or 12 bytes on the way through.
+/// When the peer goes away `peerGone` decides: by default the backend reports `.deviceGone`.
 ///
 /// Frames move in batches, a system call per batch rather than per frame (the cost of the
 /// helper hop): `send` copies the frame into a `SeqpacketSendBatch`, written with one
@@ -18,8 +21,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public private(set) var fd: Int32 = -1
     /// Frames per `sendmmsg`/`recvmmsg`.
     public static let batchSize = 64
-    private let outgoing = SeqpacketSendBatch(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
-    private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
+    /// 0 (bare frames) or 12 (every message starts with a virtio-net header).
+    public let linkHeaderLength: Int
+    private let outgoing: SeqpacketSendBatch
+    private let incoming: SeqpacketReceiveRing
     private var socketSource: EventSource?
     private var receiveWanted = false
     /// `recvmmsg` calls left in this read-readiness callback. One batch per callback,
@@ -31,7 +36,12 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     /// `send` returned `.wouldBlock`: the writable handler is owed a call.
     private var owesWritable = false
 
-    public init(spec: BackendSpec, kind: String, name: String, fd: Int32, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, kind: String, name: String, fd: Int32, linkHeaderLength: Int = 0,
+                eventLoop: EventLoop) throws(NetBackendError) {
+        precondition(linkHeaderLength == 0 || linkHeaderLength == VirtioNetHeader.mergeableLength)
+        self.linkHeaderLength = linkHeaderLength
+        outgoing = SeqpacketSendBatch(capacity: Self.batchSize, slotSize: maximumFrameLength + linkHeaderLength)
+        incoming = SeqpacketReceiveRing(capacity: Self.batchSize, slotSize: maximumFrameLength + linkHeaderLength)
         super.init(spec: spec, kind: kind, name: name, eventLoop: eventLoop)
         try attach(fd: fd)
     }
@@ -96,7 +106,9 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         guard fd >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         let length = IOVectors.length(of: frame)
-        guard length <= outgoing.slotSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
+        let linkLength = length - vnetHeaderLength + linkHeaderLength
+        guard length >= vnetHeaderLength + 14 else { statistics.countDrop(.truncated); return .dropped(.truncated) }
+        guard linkLength <= outgoing.slotSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
         if outgoing.isFull {
             try writeBatch()
             if outgoing.isFull || fd < 0 {
@@ -104,7 +116,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 return fd < 0 ? .dropped(.noPeer) : .wouldBlock
             }
         }
-        outgoing.append(frame, length: length)
+        outgoing.append(frame, length: length, headerLength: vnetHeaderLength, linkHeaderLength: linkHeaderLength)
         statistics.frames &+= 1
         statistics.bytes &+= UInt64(length)
         // A full batch goes out at once, so that the peer starts on it.
@@ -187,15 +199,34 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 statistics.countDrop(.noSpace)
                 return .dropped(length: slot.length, reason: .noSpace)
             }
-            return deliver(slot.bytes, length: slot.length, into: buffers)
+            let l = linkHeaderLength, h = vnetHeaderLength
+            if l == h { return deliver(slot.bytes, length: slot.length, into: buffers) }
+            guard slot.length >= l + 14 else {
+                statistics.countDrop(.truncated)
+                return .dropped(length: slot.length, reason: .truncated)
+            }
+            // The link's 12-byte header becomes the frontend's 10 bytes, or none. A frame
+            // that needs the header it would lose (sent by the helper just before a
+            // renegotiation took offloads away) is dropped; TCP sends it again.
+            if h == 0 && slot.bytes.loadUnaligned(as: UInt16.self) != 0 {
+                statistics.countDrop(.offloadUnsupported)
+                return .dropped(length: slot.length - l, reason: .offloadUnsupported)
+            }
+            var out = IOVectorWriter(buffers)
+            let length = slot.length - l + h
+            guard out.write(slot.bytes, h), out.write(slot.bytes + l, slot.length - l) else {
+                statistics.countDrop(.noSpace)
+                return .dropped(length: length, reason: .noSpace)
+            }
+            return .frame(length: length)
         }
     }
 
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         guard fd >= 0 else { return 0 }
-        if let slot = incoming.peek() { return slot.length }
+        if let slot = incoming.peek() { return slot.length - linkHeaderLength + vnetHeaderLength }
         let n = recv(fd, nil, 0, Int32(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT))
-        return n > 0 ? n : 0
+        return n > 0 ? n - linkHeaderLength + vnetHeaderLength : 0
     }
 
     public override func close() { detach() }

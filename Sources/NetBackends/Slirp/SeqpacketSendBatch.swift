@@ -24,11 +24,27 @@ final class SeqpacketSendBatch {
     /// Frames queued and not yet written.
     var pending: Int { count - sent }
 
-    /// Copies `frame` (at most `slotSize` bytes, checked by the caller) into the next slot.
+    /// Copies `frame` into the next slot, its `headerLength`-byte virtio-net header (0, 10
+    /// or 12) made `linkHeaderLength` bytes (the same, or 12). The caller checked that the
+    /// result fits a slot.
     @inline(__always)
-    func append(_ frame: UnsafeBufferPointer<iovec>, length: Int) {
-        IOVectors.gather(frame, into: slots.bytes(count))
-        slots.vectors[count].iov_len = length
+    func append(_ frame: UnsafeBufferPointer<iovec>, length: Int, headerLength: Int, linkHeaderLength: Int) {
+        let slot = slots.bytes(count)
+        let shift = linkHeaderLength - headerLength
+        IOVectors.gather(frame, into: slot + shift)
+        if shift > 0 {
+            // A 10-byte header moves to the front and gains num_buffers; no header gets a
+            // zeroed one. The two-byte overlap makes a plain copy unsafe: go through a word.
+            var saved = (UInt64(0), UInt16(0))
+            if headerLength > 0 {
+                saved.0 = (slot + shift).loadUnaligned(as: UInt64.self)
+                saved.1 = (slot + shift).loadUnaligned(fromByteOffset: 8, as: UInt16.self)
+            }
+            slot.storeBytes(of: saved.0, as: UInt64.self)
+            slot.storeBytes(of: saved.1, toByteOffset: 8, as: UInt16.self)
+            slot.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self)
+        }
+        slots.vectors[count].iov_len = length + shift
         count += 1
     }
 

@@ -29,14 +29,24 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
         return try SlirpBackend(spec: spec, configuration: configuration, eventLoop: loop)
     }
 
+    /// The offloads libslirp's frames can get here: partial checksums and TSO frames from
+    /// the frontend are finished and cut in software (`SlirpStack.input`), and runs of
+    /// TCP segments to the frontend leave as one GSO frame (`TCPCoalescer`).
+    public static let offloads: VirtioNetFeatures = [.csum, .hostTSO4, .hostTSO6, .guestCsum, .guestTSO4, .guestTSO6]
+
     private let stack: SlirpStack
     private let contiguous: UnsafeMutableRawPointer
-    private let contiguousSize = maximumFrameLength
+    private let contiguousSize = maximumFrameLength + VirtioNetHeader.mergeableLength
+    /// The super-frame's virtio-net header and protocol headers, built per run.
+    private let built: UnsafeMutableRawPointer
+    private var coalesceIPv4 = false
+    private var coalesceIPv6 = false
 
     /// The in-process stack, whatever `helper=` says (the helper process uses this).
     public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: EventLoop) throws(NetBackendError) {
         stack = try SlirpStack(configuration, specText: spec.text, eventLoop: eventLoop)
         contiguous = .allocate(byteCount: contiguousSize, alignment: 64)
+        built = .allocate(byteCount: 256, alignment: 64)
         super.init(spec: spec, kind: "slirp", name: "slirp(\(SlirpConfiguration.text(configuration.network)))", eventLoop: eventLoop)
         do {
             try watch(fd: stack.queue.readyFD)
@@ -49,21 +59,44 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     deinit {
         close()
         contiguous.deallocate()
+        built.deallocate()
     }
+
+    /// Pure ACKs not delivered because a later ACK in the queue covered them.
+    public private(set) var acksSkipped: UInt64 = 0
 
     /// Frames dropped because the frontend did not take them fast enough.
     public var queueDrops: UInt64 { stack.queue.overflowDrops }
 
+    public override var capabilities: VirtioNetFeatures { Self.offloads }
+    public override var supportedHeaderLengths: [Int] { [0, 10, 12] }
+
+    public override func configure(features: VirtioNetFeatures, vnetHeaderLength length: Int) throws(NetBackendError) -> Int {
+        coalesceIPv4 = length > 0 && features.isSuperset(of: [.guestCsum, .guestTSO4])
+        coalesceIPv6 = length > 0 && features.isSuperset(of: [.guestCsum, .guestTSO6])
+        return length
+    }
+
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         let length = IOVectors.length(of: frame)
-        guard length >= 14 else { statistics.countDrop(.truncated); return .dropped(.truncated) }
+        let h = vnetHeaderLength
+        guard length >= h + 14 else { statistics.countDrop(.truncated); return .dropped(.truncated) }
         guard length <= contiguousSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
-        if frame.count == 1 {
-            stack.input(frame[0].iov_base, length: length)
+        // libslirp and the segmenter take one contiguous buffer.
+        var bytes = UnsafeRawPointer(contiguous)
+        if frame.count == 1, let base = frame[0].iov_base {
+            bytes = UnsafeRawPointer(base)
         } else {
-            // libslirp takes one contiguous buffer.
             IOVectors.gather(frame, into: contiguous)
-            stack.input(contiguous, length: length)
+        }
+        switch stack.input(frame: bytes + h, length: length - h, header: h > 0 ? bytes : nil) {
+        case .passed:
+            break
+        case .segmented:
+            statistics.softwareSegmented &+= 1
+        case .dropped(let reason):
+            statistics.countDrop(reason)
+            return .dropped(reason)
         }
         statistics.frames &+= 1
         statistics.bytes &+= UInt64(length)
@@ -71,15 +104,68 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     }
 
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
-        guard let n = stack.queue.pop(into: buffers) else { return .empty }
-        if n < 0 {
-            statistics.countDrop(.noSpace)
-            return .dropped(length: -n, reason: .noSpace)
+        let h = vnetHeaderLength
+        let queue = stack.queue
+        if h == 0 || queue.isEmpty {
+            guard let n = queue.pop(into: buffers) else { return .empty }
+            if n < 0 {
+                statistics.countDrop(.noSpace)
+                return .dropped(length: -n, reason: .noSpace)
+            }
+            return .frame(length: n)
         }
-        return .frame(length: n)
+        let room = IOVectors.length(of: buffers) - h
+        if coalesceIPv4 || coalesceIPv6 {
+            let skip = TCPCoalescer.supersededAcks(in: queue)
+            if skip > 0 {
+                queue.removeFirst(skip)
+                acksSkipped &+= UInt64(skip)
+            }
+        }
+        if coalesceIPv4 || coalesceIPv6, let run = TCPCoalescer.run(in: queue, maximumLength: room),
+           run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
+            return deliver(run, into: buffers)
+        }
+        // One frame, behind a header that asks for nothing (num_buffers 1 in the long form).
+        let (bytes, length) = queue.frame(at: 0)
+        VirtioNetHeader.convert(from: nil, fromLength: 0, to: built, toLength: h)
+        var out = IOVectorWriter(buffers)
+        let fits = out.write(built, h) && out.write(bytes, length)
+        queue.removeFirst(1)
+        guard fits else {
+            statistics.countDrop(.noSpace)
+            return .dropped(length: h + length, reason: .noSpace)
+        }
+        return .frame(length: h + length)
     }
 
-    public override func peekReceiveLength() throws(NetBackendError) -> Int { stack.queue.headLength }
+    /// Hands a run of segments over as one super-frame: header, merged headers, payloads.
+    private func deliver(_ run: TCPCoalescer.Run, into buffers: UnsafeBufferPointer<iovec>) -> ReceiveResult {
+        let h = vnetHeaderLength
+        let queue = stack.queue
+        let l = run.layout
+        TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: built, count: h))
+        TCPCoalescer.writeHeaders(run, first: queue.frame(at: 0).bytes, into: built + h)
+        var out = IOVectorWriter(buffers)
+        _ = out.write(built, h + l.headerLength)
+        for i in 0..<run.count {
+            let (bytes, length) = queue.frame(at: i)
+            _ = out.write(bytes + l.headerLength, length - l.headerLength)
+        }
+        queue.removeFirst(run.count)
+        return .frame(length: out.written)
+    }
+
+    public override func peekReceiveLength() throws(NetBackendError) -> Int {
+        let h = vnetHeaderLength
+        let queue = stack.queue
+        if h > 0, coalesceIPv4 || coalesceIPv6, let run = TCPCoalescer.run(in: queue, maximumLength: maximumFrameLength),
+           run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
+            return h + run.frameLength
+        }
+        let n = queue.headLength
+        return n == 0 ? 0 : n + h
+    }
 
     public override func close() {
         super.close()

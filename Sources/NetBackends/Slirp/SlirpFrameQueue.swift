@@ -101,3 +101,5 @@ final class SlirpFrameQueue {
         return fits ? length : -length
     }
 }
+
+extension SlirpFrameQueue: QueuedFrames {}

@@ -1,3 +1,4 @@
+import CSlirp
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -31,7 +32,8 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         helper = h
         helperPID = h.pid
         do {
-            try super.init(spec: spec, kind: "slirp", name: "slirp helper", fd: h.fd, eventLoop: eventLoop)
+            try super.init(spec: spec, kind: "slirp", name: "slirp helper", fd: h.fd,
+                           linkHeaderLength: VirtioNetHeader.mergeableLength, eventLoop: eventLoop)
         } catch {
             h.terminate()
             throw error
@@ -40,6 +42,49 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     }
 
     deinit { stopHelper() }
+
+    /// The helper takes and gives what the in-process stack does (see `SlirpBackend`).
+    public override var capabilities: VirtioNetFeatures { SlirpBackend.offloads }
+    public override var supportedHeaderLengths: [Int] { [0, 10, 12] }
+
+    /// What the helper may put in the frames it sends: nothing but plain frames unless
+    /// the frontend takes a header (at 0 the link header is stripped here).
+    private var helperFeatures: VirtioNetFeatures = []
+
+    public override func configure(features: VirtioNetFeatures, vnetHeaderLength length: Int) throws(NetBackendError) -> Int {
+        helperFeatures = length > 0 ? features : []
+        try tellFeatures()
+        return length
+    }
+
+    /// Sends the helper its `SlirpHelperLink.featuresMessage` (at start-up, on every
+    /// renegotiation and to a restarted helper). The message is tiny and the socket's
+    /// buffer large, so waiting for room (at most a second) is only ever a formality.
+    private func tellFeatures() throws(NetBackendError) {
+        guard fd >= 0 else { return }
+        var message = SlirpHelperLink.featuresMessage(helperFeatures)
+        let n = message.count
+        var sent = -1
+        for _ in 0..<100 {
+            sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if sent == n || (errno != EAGAIN && errno != EINTR) { break }
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&p, 1, 10)
+        }
+        if sent != n {
+            throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", errno: errno))
+        }
+    }
+
+    public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        let r = try super.send(frame, more: more)
+        // The helper cuts every GSO frame for libslirp: count it here, where the report is.
+        if case .sent = r, vnetHeaderLength > 0, let base = frame.first?.iov_base, frame[0].iov_len >= 2,
+           VirtioNetHeader.rawIsGSO(base) {
+            statistics.softwareSegmented &+= 1
+        }
+        return r
+    }
 
     static func ownExecutable() -> String {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -65,6 +110,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         helperPID = h.pid
         restarts += 1
         try attach(fd: h.fd)
+        try tellFeatures()
         log.notice("slirp helper restarted (pid \(h.pid)); traffic resumes")
     }
 

@@ -7,41 +7,68 @@ import Glibc
 /// to the libslirp stack, without a `Relay` in between so that no frame is copied in
 /// user space more than libslirp's own queue needs.
 ///
+/// Every message on the link starts with a 12-byte virtio-net header (see
+/// `SeqpacketBackend.linkHeaderLength`); a message too short to be a frame is a control
+/// message, of which there is one: `featuresMessage`, what the frontend accepted.
+///
 /// - Socket to libslirp: one `recvmmsg` reads up to a batch of frames into a
-///   `SeqpacketReceiveRing`, each handed to `slirp_input` from its slot; the frames
-///   libslirp answers with (ACKs) go out right after the batch.
+///   `SeqpacketReceiveRing`; each goes through `SlirpStack.input` (checksums finished,
+///   TSO frames cut) from its slot; the frames libslirp answers with go out after the batch.
 /// - libslirp to socket: frames wait in the stack's `SlirpFrameQueue`; one `sendmmsg`
-///   writes up to a batch straight from the queue's slots, after every input batch, at
-///   the end of every loop round (`SlirpStack.framesQueued`) and when the queue's
-///   eventfd says frames wait. A full socket stops the writing until it is writable;
-///   meanwhile libslirp's frames wait in the queue (dropped only when it is full).
+///   writes up to a batch of messages straight from the queue's slots (a message is a
+///   header and one frame, or, when the frontend takes TSO, a run of TCP segments joined
+///   by `TCPCoalescer`: built headers and the segments' payloads in place). Pure ACKs a
+///   later one covers are skipped. Writing happens after every input batch, at the end of
+///   every loop round (`SlirpStack.framesQueued`) and when the queue's eventfd says frames
+///   wait. A full socket stops the writing until it is writable; meanwhile libslirp's
+///   frames wait in the queue (dropped only when it is full).
 /// - End of file or a reset on the socket: the main process is gone; the loop stops.
 final class SlirpHelperLink: @unchecked Sendable {
     let fd: Int32
     let stack: SlirpStack
     private let loop: EventLoop
-    private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize, slotSize: maximumFrameLength)
+    private static let header = VirtioNetHeader.mergeableLength
+    private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize,
+                                                slotSize: maximumFrameLength + SlirpHelperLink.header)
     private let batch = SeqpacketBackend.batchSize
+    /// Per message: a built-header iovec, then up to `maximumSegments` payload iovecs.
+    private static let vectorsPerMessage = 1 + TCPCoalescer.maximumSegments
+    private static let builtSize = 256
     private let vectors: UnsafeMutablePointer<iovec>
     private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    /// Per message: the virtio-net header and, for a run, the super-frame's headers.
+    private let built: UnsafeMutableRawPointer
+    /// Per message: how many queued frames it carries (skipped ACKs included).
+    private let framesPerMessage: UnsafeMutablePointer<Int>
     private var socketSource: EventSource?
     private var queueSource: EventSource?
     private var blocked = false
+    private var coalesceIPv4 = false
+    private var coalesceIPv6 = false
     /// Frames read per readiness callback before the loop round goes on (level-triggered).
     private let inputBudget = 4 * SeqpacketBackend.batchSize
+
+    /// The control message that tells the helper what the frontend accepted: "O" and the
+    /// features as a little-endian UInt64 (9 bytes, shorter than any frame message).
+    static func featuresMessage(_ features: VirtioNetFeatures) -> [UInt8] {
+        [UInt8(ascii: "O")] + withUnsafeBytes(of: features.rawValue.littleEndian) { Array($0) }
+    }
 
     /// `fd`: the helper's end of the socketpair, non-blocking.
     init(fd: Int32, stack: SlirpStack, eventLoop: EventLoop) throws(NetBackendError) {
         self.fd = fd
         self.stack = stack
         loop = eventLoop
-        vectors = .allocate(capacity: batch)
-        vectors.initialize(repeating: iovec(), count: batch)
+        vectors = .allocate(capacity: batch * Self.vectorsPerMessage)
+        vectors.initialize(repeating: iovec(), count: batch * Self.vectorsPerMessage)
         headers = .allocate(capacity: batch)
+        built = .allocate(byteCount: batch * Self.builtSize, alignment: 64)
+        framesPerMessage = .allocate(capacity: batch)
+        framesPerMessage.initialize(repeating: 0, count: batch)
         for i in 0..<batch {
             var h = netbe_mmsghdr()
-            h.msg_hdr.msg_iov = vectors + i
-            h.msg_hdr.msg_iovlen = 1
+            h.msg_hdr.msg_iov = vectors + i * Self.vectorsPerMessage
+            h.msg_hdr.msg_iovlen = 2
             headers[i] = h
         }
         // Best effort: a smaller buffer only means more wake-ups.
@@ -64,6 +91,8 @@ final class SlirpHelperLink: @unchecked Sendable {
     deinit {
         vectors.deallocate()
         headers.deallocate()
+        built.deallocate()
+        framesPerMessage.deallocate()
     }
 
     /// Starts moving frames (after the handshake).
@@ -99,32 +128,44 @@ final class SlirpHelperLink: @unchecked Sendable {
             }
             while let slot = incoming.peek() {
                 incoming.removeFirst()
+                budget -= 1
                 if slot.length == 0 {
                     // Frames are never empty: end of file, the main process is gone.
                     incoming.reset()
                     loop.stop()
                     return
                 }
-                // Shorter than an Ethernet header or cut: not a frame libslirp can take.
-                if slot.length >= 14 && !slot.truncated { stack.input(slot.bytes, length: slot.length) }
-                budget -= 1
+                if slot.truncated { continue }
+                if slot.length < Self.header + 14 {
+                    control(slot.bytes, length: slot.length)
+                    continue
+                }
+                // Anything libslirp cannot take is dropped here; the main process counted
+                // the frame when it sent it.
+                _ = stack.input(frame: slot.bytes + Self.header, length: slot.length - Self.header, header: slot.bytes)
             }
         }
         writeQueued()
     }
 
-    /// Writes waiting frames from the queue's slots, a batch per `sendmmsg`.
+    /// A control message from the main process (unknown ones are ignored).
+    private func control(_ bytes: UnsafeRawPointer, length: Int) {
+        guard length == 9, bytes.load(as: UInt8.self) == UInt8(ascii: "O") else { return }
+        let features = VirtioNetFeatures(rawValue: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 1, as: UInt64.self)))
+        coalesceIPv4 = features.isSuperset(of: [.guestCsum, .guestTSO4])
+        coalesceIPv6 = features.isSuperset(of: [.guestCsum, .guestTSO6])
+    }
+
+    /// Writes waiting frames from the queue's slots, a batch of messages per `sendmmsg`.
     private func writeQueued() {
         let queue = stack.queue
         while !blocked && !queue.isEmpty {
-            let n = min(queue.waiting, batch)
-            for i in 0..<n {
-                let f = queue.frame(at: i)
-                vectors[i] = iovec(iov_base: f.bytes, iov_len: f.length)
-            }
-            let sent = netbe_sendmmsg(fd, headers, UInt32(n), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            let messages = buildMessages()
+            let sent = netbe_sendmmsg(fd, headers, UInt32(messages), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
             if sent > 0 {
-                queue.removeFirst(Int(sent))
+                var frames = 0
+                for i in 0..<Int(sent) { frames += framesPerMessage[i] }
+                queue.removeFirst(frames)
                 continue
             }
             switch errno {
@@ -136,7 +177,7 @@ final class SlirpHelperLink: @unchecked Sendable {
                 queueSource?.disable(.read)
                 socketSource?.enable(.write)
             case EMSGSIZE:
-                queue.removeFirst(1)
+                queue.removeFirst(framesPerMessage[0])
             case EPIPE, ECONNRESET, ENOTCONN:
                 loop.stop()   // the main process is gone
                 return
@@ -145,6 +186,43 @@ final class SlirpHelperLink: @unchecked Sendable {
                 return
             }
         }
+    }
+
+    /// Fills up to a batch of message headers from the head of the queue; returns how many.
+    private func buildMessages() -> Int {
+        let queue = stack.queue
+        let coalescing = coalesceIPv4 || coalesceIPv6
+        var at = 0
+        var m = 0
+        while m < batch && at < queue.waiting {
+            let first = at
+            if coalescing { at += TCPCoalescer.supersededAcks(in: queue, from: at) }
+            let v = vectors + m * Self.vectorsPerMessage
+            let b = built + m * Self.builtSize
+            if coalescing, let run = TCPCoalescer.run(in: queue, from: at, maximumLength: maximumFrameLength),
+               run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
+                let h = run.layout.headerLength
+                TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: b, count: Self.header))
+                TCPCoalescer.writeHeaders(run, first: queue.frame(at: at).bytes, into: b + Self.header)
+                v[0] = iovec(iov_base: b, iov_len: Self.header + h)
+                for i in 0..<run.count {
+                    let f = queue.frame(at: at + i)
+                    v[1 + i] = iovec(iov_base: f.bytes + h, iov_len: f.length - h)
+                }
+                headers[m].msg_hdr.msg_iovlen = 1 + run.count
+                at += run.count
+            } else {
+                VirtioNetHeader.convert(from: nil, fromLength: 0, to: b, toLength: Self.header)
+                let f = queue.frame(at: at)
+                v[0] = iovec(iov_base: b, iov_len: Self.header)
+                v[1] = iovec(iov_base: f.bytes, iov_len: f.length)
+                headers[m].msg_hdr.msg_iovlen = 2
+                at += 1
+            }
+            framesPerMessage[m] = at - first
+            m += 1
+        }
+        return m
     }
 
     private func socketWritable() {

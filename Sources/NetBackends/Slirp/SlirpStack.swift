@@ -30,6 +30,9 @@ final class SlirpStack: @unchecked Sendable {
     /// so that a consumer can take them before the wait instead of one round later
     /// (the slirp helper writes them to its socket here). Set once, before the loop runs.
     var framesQueued: (() -> Void)?
+    /// Where frames are built on their way in (a finished checksum, a segment).
+    let scratch: UnsafeMutableRawPointer
+    let scratchSize = maximumFrameLength
 
     /// Creates the stack and its port forwards. A forward whose host port cannot be
     /// bound throws `.badSpec` naming the rule and the port.
@@ -43,6 +46,7 @@ final class SlirpStack: @unchecked Sendable {
         } catch {
             throw .system(error)
         }
+        scratch = .allocate(byteCount: scratchSize, alignment: 64)
         var cfg = SlirpConfig()
         cfg.version = 4
         cfg.restricted = c.restricted ? 1 : 0
@@ -88,7 +92,10 @@ final class SlirpStack: @unchecked Sendable {
         eventLoop.addBeforeWaitHook { [weak self] timeout in self?.beforeWait(&timeout) }
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        scratch.deallocate()
+    }
 
     func close() {
         pollSource?.cancel()
