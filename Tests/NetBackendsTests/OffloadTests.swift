@@ -135,6 +135,19 @@ import Testing
         #expect(rebuilt == data)
     }
 
+    @Test func layoutRejectsFramesShorterThanTheirHeaders() {
+        // A TCP data offset of 15 words (60 bytes) in a frame that ends after 20.
+        var f = Self.segment(seq: 1, payload: [])
+        f[46] = 0xf0
+        f.withUnsafeBytes { #expect(TCPFrameLayout($0.baseAddress!, length: $0.count) == nil) }
+        f.withUnsafeBytes { #expect(TCPSegmenter(frame: $0.baseAddress!, length: $0.count, gsoSize: 1448) == nil) }
+        // Every cut of a valid frame shorter than its headers is refused, not read past.
+        let g = Self.segment(seq: 1, payload: Self.payload(10, seed: 1), options: [1, 1, 1, 1])
+        for n in 0..<58 {
+            g.withUnsafeBytes { #expect(TCPFrameLayout($0.baseAddress!, length: n) == nil, "length \(n)") }
+        }
+    }
+
     @Test func segmenterRejectsWhatIsNotTCP() {
         var udp = Self.segment(seq: 1, payload: Self.payload(3000, seed: 1))
         udp[23] = 17

@@ -138,6 +138,18 @@ import Testing
         #expect(Negotiation.features(for: [.guestCsum], peer: tap) == [.guestCsum])
     }
 
+    @Test func cuttingGrantsOnlyWhatTheRelayCanFinishInSoftware() {
+        let tap: VirtioNetFeatures = VirtioNetFeatures.guestOffloads.union(.hostOffloads).union(.mrgRxbuf)
+        // A plain peer: the side may hand out partial checksums and TCP GSO, which the
+        // relay finishes and cuts; never UDP GSO or ECN, and never anything on its send side.
+        #expect(Negotiation.features(for: tap, peer: [], cutting: true) == [.guestCsum, .guestTSO4, .guestTSO6])
+        // A peer that takes TSO4 itself: the union, still nothing the relay cannot do.
+        #expect(Negotiation.features(for: tap, peer: [.csum, .hostTSO4, .hostUFO], cutting: true)
+                == [.guestCsum, .guestTSO4, .guestTSO6, .guestUFO])
+        // A side that offers nothing gets nothing.
+        #expect(Negotiation.features(for: [.mrgRxbuf], peer: [], cutting: true) == [])
+    }
+
     // MARK: setCapabilities on a real tap
 
     @Test func setCapabilitiesAcceptsOnlyZeroTenTwelve() throws {

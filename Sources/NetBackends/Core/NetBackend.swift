@@ -111,6 +111,12 @@ open class NetBackend: @unchecked Sendable {
     /// The header length this backend would pick when it may choose (a relay asks).
     open var preferredHeaderLength: Int { supportedHeaderLengths.max() ?? 0 }
 
+    /// True when handing out GSO frames saves this backend work of its own (a tap: one read
+    /// per 64 KiB, and the kernel skips segmenting), so that a relay asks for them even
+    /// when the other side cannot take them, and cuts them in software (`sw_segmented`).
+    /// False for a backend whose GSO frames are themselves built in software (slirp).
+    open var receivesSuperFramesCheaply: Bool { false }
+
     /// Applies accepted features; returns the backend's header length, 0 or `vnetHeaderLength`.
     open func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int { 0 }
 

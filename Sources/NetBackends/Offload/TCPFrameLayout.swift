@@ -60,6 +60,7 @@ public struct TCPFrameLayout {
         let tcpHeader = Int(frame.load(fromByteOffset: tcpOffset + 12, as: UInt8.self) >> 4) * 4
         guard tcpHeader >= 20 else { return nil }
         headerLength = tcpOffset + tcpHeader
+        guard length >= headerLength else { return nil }
         // A GSO super-frame's IP length field may be stale (0 in some senders, or the
         // first segment's): trust the frame's length then, never more than it holds.
         let declared = e + ipLength

@@ -3,9 +3,15 @@
 public enum Negotiation {
     static let offloads = VirtioNetFeatures.guestOffloads.union(.hostOffloads)
 
-    /// Features to pass to `side.setCapabilities` when joined to `peer`.
-    public static func features(for side: VirtioNetFeatures, peer: VirtioNetFeatures) -> VirtioNetFeatures {
-        side.intersection(offloads).intersection(peer.mirrored).withPrerequisites
+    /// What a relay can give any receiver in software: checksums finished, TCP GSO frames
+    /// cut into segments (`TCPSegmenter`). UDP GSO is not cut, so never granted.
+    public static let cutInSoftware: VirtioNetFeatures = [.guestCsum, .guestTSO4, .guestTSO6]
+
+    /// Features to pass to `side.setCapabilities` when joined to `peer`. With `cutting`,
+    /// the side may also hand out what the relay can finish for the peer itself.
+    public static func features(for side: VirtioNetFeatures, peer: VirtioNetFeatures, cutting: Bool = false) -> VirtioNetFeatures {
+        let peerTakes = cutting ? peer.mirrored.union(cutInSoftware) : peer.mirrored
+        return side.intersection(offloads).intersection(peerTakes).withPrerequisites
     }
 }
 

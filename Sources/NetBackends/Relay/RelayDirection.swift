@@ -25,6 +25,15 @@ public final class RelayDirection: @unchecked Sendable {
     // Loop-thread state read per frame: no run-time exclusivity check (see BackendStatistics).
     @exclusivity(unchecked) private var pendingLength = -1   // a frame waiting for a blocked sink
     @exclusivity(unchecked) private var blocked = false
+    // What the sink accepts, from the negotiation done before the direction exists.
+    private let sinkTakesCsum: Bool
+    private let sinkTakesTSO4: Bool
+    private let sinkTakesTSO6: Bool
+    /// A GSO frame in `buffer` being cut for a sink that takes none, and the segment built
+    /// in `segment` (after the sink's header) that is not sent yet (0: none).
+    @exclusivity(unchecked) private var segmenter: TCPSegmenter?
+    @exclusivity(unchecked) private var segmentLength = 0
+    private let segment: UnsafeMutableRawPointer
 
     init(from source: NetBackend, to sink: NetBackend, capture: PcapWriter?) {
         self.source = source
@@ -36,6 +45,11 @@ public final class RelayDirection: @unchecked Sendable {
         outVector = .allocate(capacity: 2)
         outVector.initialize(repeating: iovec(), count: 2)
         header = .allocate(byteCount: 16, alignment: 16)
+        segment = .allocate(byteCount: bufferSize, alignment: 64)
+        let takes = sink.vnetHeaderLength > 0 ? sink.negotiatedFeatures : []
+        sinkTakesCsum = takes.contains(.csum)
+        sinkTakesTSO4 = takes.isSuperset(of: [.csum, .hostTSO4])
+        sinkTakesTSO6 = takes.isSuperset(of: [.csum, .hostTSO6])
     }
 
     deinit {
@@ -43,6 +57,7 @@ public final class RelayDirection: @unchecked Sendable {
         inVector.deallocate()
         outVector.deallocate()
         header.deallocate()
+        segment.deallocate()
     }
 
     /// Source readable: move up to a batch of frames.
@@ -87,18 +102,22 @@ public final class RelayDirection: @unchecked Sendable {
         let payload = buffer + inHeader
         let payloadLength = length - inHeader
         let gso = inHeader > 0 && VirtioNetHeader.rawIsGSO(buffer)
+        if gso {
+            let type = buffer.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
+            let takes = type == VirtioNetHeader.GSOType.tcpv4.rawValue ? sinkTakesTSO4
+                : type == VirtioNetHeader.GSOType.tcpv6.rawValue ? sinkTakesTSO6 : outHeader > 0
+            if !takes || segmenter != nil { return try forwardSegments(payload, payloadLength) }
+        } else if inHeader > 0 && !sinkTakesCsum
+                    && buffer.load(as: UInt8.self) & VirtioNetHeader.Flags.needsCsum.rawValue != 0 {
+            // Finished here; the header that goes on must not ask again.
+            InternetChecksum.completeIfNeeded(header: buffer, frame: payload, length: payloadLength)
+            buffer.storeBytes(of: buffer.load(as: UInt8.self) & ~VirtioNetHeader.Flags.needsCsum.rawValue, as: UInt8.self)
+        }
         var count = 1
         if inHeader == outHeader {
             outVector[0] = iovec(iov_base: buffer, iov_len: length)
         } else {
-            if gso && outHeader == 0 {
-                // Negotiation keeps this from happening; never hand a GSO frame to a side without a header.
-                statistics.countDrop(.offloadUnsupported)
-                pendingLength = -1
-                return true
-            }
             if outHeader == 0 {
-                if inHeader > 0 { InternetChecksum.completeIfNeeded(header: buffer, frame: payload, length: payloadLength) }
                 outVector[0] = iovec(iov_base: payload, iov_len: payloadLength)
             } else {
                 VirtioNetHeader.convert(from: inHeader > 0 ? UnsafeRawPointer(buffer) : nil, fromLength: inHeader,
@@ -121,6 +140,52 @@ public final class RelayDirection: @unchecked Sendable {
             if gso { statistics.gsoFrames &+= 1 }
             capture?.record(UnsafeRawBufferPointer(start: payload, count: payloadLength))
         }
+        pendingLength = -1
+        return true
+    }
+
+    /// Cuts the GSO frame in `buffer` into segments for a sink that cannot take it (as the
+    /// kernel would for a device without TSO) and sends them one by one; a sink that
+    /// would block keeps the cutting where it is, and `resume` goes on from there.
+    private func forwardSegments(_ payload: UnsafeMutableRawPointer, _ payloadLength: Int) throws(NetBackendError) -> Bool {
+        let outHeader = sink.vnetHeaderLength
+        if segmenter == nil {
+            let gsoSize = Int(UInt16(littleEndian: buffer.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            guard let s = TCPSegmenter(frame: payload, length: payloadLength, gsoSize: gsoSize),
+                  outHeader + s.maximumSegmentLength <= bufferSize else {
+                statistics.countDrop(.offloadUnsupported)
+                pendingLength = -1
+                return true
+            }
+            segmenter = s
+            segmentLength = 0
+            // Every segment goes with a header that asks for nothing (checksums are complete).
+            VirtioNetHeader.convert(from: nil, fromLength: 0, to: segment, toLength: outHeader)
+        }
+        while true {
+            if segmentLength == 0 {
+                guard let n = segmenter!.next(into: segment + outHeader) else { break }
+                segmentLength = n
+            }
+            outVector[0] = iovec(iov_base: segment, iov_len: outHeader + segmentLength)
+            switch try sink.send(UnsafeBufferPointer(start: outVector, count: 1), more: true) {
+            case .wouldBlock:
+                blocked = true
+                source.disableReceive()
+                return false
+            case .dropped(let reason):
+                statistics.countDrop(reason)
+            case .sent:
+                break
+            }
+            segmentLength = 0
+        }
+        segmenter = nil
+        statistics.frames &+= 1
+        statistics.bytes &+= UInt64(payloadLength)
+        statistics.gsoFrames &+= 1
+        statistics.softwareSegmented &+= 1
+        capture?.record(UnsafeRawBufferPointer(start: payload, count: payloadLength))
         pendingLength = -1
         return true
     }

@@ -12,7 +12,18 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
     private var fd: Int32
     private(set) var peer: Int32
 
-    init(loop: EventLoop) throws {
+    private let headerLength: Int
+    /// Sends that found the socket full (read after the loop stopped).
+    private(set) var blockedSends = 0
+    private let offloads: VirtioNetFeatures
+
+    /// `headerLength` 10 or 12 makes every datagram carry a virtio-net header (the test
+    /// writes and reads it), and `offloads` what the backend offers, as a tap would.
+    /// `sendBuffer` shrinks SO_SNDBUF, which is what limits a socketpair's datagrams in
+    /// flight (the max_dgram_qlen limit does not apply between mutually connected ends).
+    init(loop: EventLoop, headerLength: Int = 0, offloads: VirtioNetFeatures = [], sendBuffer: Int32? = nil) throws {
+        self.headerLength = headerLength
+        self.offloads = offloads
         var fds: [Int32] = [-1, -1]
         let type = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         guard socketpair(AF_UNIX, type, 0, &fds) == 0 else {
@@ -20,11 +31,21 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
         }
         fd = fds[0]
         peer = fds[1]
+        if var size = sendBuffer {
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         super.init(spec: try BackendSpec(parsing: "dgrampair"), kind: "dgrampair", name: "dgram-pair", eventLoop: loop)
         try watch(fd: fd)
     }
 
     deinit { close() }
+
+    override var capabilities: VirtioNetFeatures { offloads }
+    override var supportedHeaderLengths: [Int] { headerLength > 0 ? [headerLength] : [0] }
+    override var receivesSuperFramesCheaply: Bool { headerLength > 0 }
+    override func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int {
+        headerLength > 0 ? vnetHeaderLength : 0
+    }
 
     override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
         var msg = msghdr()
@@ -33,6 +54,7 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
         let n = sendmsg(fd, &msg, 0)
         if n >= 0 { return .sent(n) }
         if errno == EAGAIN {
+            blockedSends += 1
             armWritable()
             return .wouldBlock
         }
