@@ -6,12 +6,15 @@
 # Rounds are interleaved (A B C ... A B C ...) and the median is reported, because
 # the machine is shared: compare figures only within one run.
 # usage (root): bench/socket-relay/run.sh [ROUNDS=3] [SECONDS=5]
-# env: NETBE (default .build/release/netbe), PEERS (default ../shared/peers)
+# env: NETBE (default .build/release/netbe), PEERS (default ../shared/peers), MODES;
+# NETBE_ALT=path makes the modes "stream-alt" etc. use that build (before/after, same run).
 set -u
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 SECS=${2:-5}
 NETBE=${NETBE:-$PWD/.build/release/netbe}
+NETBE_ALT=${NETBE_ALT:-}
+BIN=$NETBE
 PEERS=${PEERS:-$(cd ../shared/peers 2>/dev/null && pwd)}
 W=$(mktemp -d /tmp/nbsr.XXXXXX)
 NS1=nbsr$$a; NS2=nbsr$$b
@@ -39,17 +42,19 @@ wait_line() {  # wait_line FILE TEXT
 }
 
 netbe_pair() {  # netbe_pair LEFTSPEC RIGHTSPEC
-  "$NETBE" connect tap1,netns=$NS1 "$1" >$W/run/l.out 2>$W/run/l.err & PIDS+=($!)
+  "$BIN" connect tap1,netns=$NS1 "$1" >$W/run/l.out 2>$W/run/l.err & PIDS+=($!)
   wait_line $W/run/l.out ready || return 1
-  "$NETBE" connect "$2" tap2,netns=$NS2 >$W/run/r.out 2>$W/run/r.err & PIDS+=($!)
+  "$BIN" connect "$2" tap2,netns=$NS2 >$W/run/r.out 2>$W/run/r.err & PIDS+=($!)
   wait_line $W/run/r.out ready
 }
 
 setup() {
   stop_all
   for n in $NS1 $NS2; do ip netns add $n; ip -n $n link set lo up; done
-  local R=$W/run
-  case $1 in
+  local R=$W/run mode=$1
+  BIN=$NETBE
+  case $mode in *-alt) [ -x "$NETBE_ALT" ] || { echo "$mode needs NETBE_ALT" >&2; return 1; }; BIN=$NETBE_ALT; mode=${mode%-alt} ;; esac
+  case $mode in
     stream) netbe_pair stream,listen=unix:$R/s.sock stream,connect=unix:$R/s.sock ;;
     stream-vnet) netbe_pair stream,listen=unix:$R/s.sock,vnet=on stream,connect=unix:$R/s.sock,vnet=on ;;
     dgram) netbe_pair dgram,local=unix:$R/a.sock,remote=unix:$R/b.sock dgram,local=unix:$R/b.sock,remote=unix:$R/a.sock ;;
