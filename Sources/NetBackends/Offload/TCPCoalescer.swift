@@ -74,18 +74,27 @@ public enum TCPCoalescer {
         return Run(count: count, layout: l, segmentSize: size, payloadLength: total, push: push)
     }
 
-    /// Same Ethernet header, IP header but for length/id/checksum, and TCP header but for
-    /// sequence number, flags and checksum.
+    /// Bytes `from..<to` of two frames are equal.
+    @inline(__always)
+    private static func same(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ from: Int, _ to: Int) -> Bool {
+        to <= from || memcmp(a + from, b + from, to - from) == 0
+    }
+
+    /// Same Ethernet header, and IP header but for length, identification and checksum.
+    @inline(__always)
+    private static func sameIP(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ l: TCPFrameLayout) -> Bool {
+        let ip = l.ipOffset, t = l.tcpOffset
+        return l.isIPv6
+            ? same(a, b, 0, ip + 4) && same(a, b, ip + 6, t)
+            : same(a, b, 0, ip + 2) && same(a, b, ip + 6, ip + 10) && same(a, b, ip + 12, t)
+    }
+
+    /// One flow's segments: same IP, and TCP header but for sequence number, flags and checksum.
     @inline(__always)
     private static func sameFlow(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ l: TCPFrameLayout) -> Bool {
-        func same(_ from: Int, _ to: Int) -> Bool {
-            to <= from || memcmp(a + from, b + from, to - from) == 0
-        }
-        let ip = l.ipOffset, t = l.tcpOffset
-        let ipSame = l.isIPv6
-            ? same(0, ip + 4) && same(ip + 6, t)                               // all but payload length
-            : same(0, ip + 2) && same(ip + 6, ip + 10) && same(ip + 12, t)     // all but length, id, checksum
-        return ipSame && same(t, t + 4) && same(t + 8, t + 13) && same(t + 14, t + 16) && same(t + 18, l.headerLength)
+        let t = l.tcpOffset
+        return sameIP(a, b, l) && same(a, b, t, t + 4) && same(a, b, t + 8, t + 13)
+            && same(a, b, t + 14, t + 16) && same(a, b, t + 18, l.headerLength)
     }
 
     /// How many queued frames from `start` on are pure ACKs that the next queued frame,
@@ -117,18 +126,12 @@ public enum TCPCoalescer {
         l.payloadLength == 0 && TCPFrameLayout.flags(f, l) == TCPFrameLayout.ack
     }
 
-    /// Same Ethernet and IP headers (but for length, id, checksum), ports, sequence
-    /// number, header length, flags and options; the ACK number and window may differ.
+    /// Same IP, ports, sequence number, header length, flags and options; the ACK number
+    /// and window may differ.
     @inline(__always)
     private static func sameAckStream(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ l: TCPFrameLayout) -> Bool {
-        func same(_ from: Int, _ to: Int) -> Bool {
-            to <= from || memcmp(a + from, b + from, to - from) == 0
-        }
-        let ip = l.ipOffset, t = l.tcpOffset
-        let ipSame = l.isIPv6
-            ? same(0, ip + 4) && same(ip + 6, t)
-            : same(0, ip + 2) && same(ip + 6, ip + 10) && same(ip + 12, t)
-        return ipSame && same(t, t + 8) && same(t + 12, t + 14) && same(t + 18, l.headerLength)
+        let t = l.tcpOffset
+        return sameIP(a, b, l) && same(a, b, t, t + 8) && same(a, b, t + 12, t + 14) && same(a, b, t + 18, l.headerLength)
     }
 
     /// Writes the super-frame's headers (`run.layout.headerLength` bytes) for a run whose

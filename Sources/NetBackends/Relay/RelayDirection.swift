@@ -127,14 +127,9 @@ public final class RelayDirection: @unchecked Sendable {
                 count = 2
             }
         }
-        switch try sink.send(UnsafeBufferPointer(start: outVector, count: count), more: true) {
-        case .wouldBlock:
-            blocked = true
-            source.disableReceive()
-            return false
-        case .dropped(let reason):
-            statistics.countDrop(reason)
-        case .sent:
+        let result = try offer(count)
+        if result == .wouldBlock { return false }
+        if case .sent = result {
             statistics.frames &+= 1
             statistics.bytes &+= UInt64(payloadLength)
             if gso { statistics.gsoFrames &+= 1 }
@@ -142,6 +137,23 @@ public final class RelayDirection: @unchecked Sendable {
         }
         pendingLength = -1
         return true
+    }
+
+    /// Sends the first `count` entries of `outVector`. A drop is counted; would-block makes
+    /// this direction hold its frame and stop reading until the sink is writable.
+    @inline(__always)
+    private func offer(_ count: Int) throws(NetBackendError) -> SendResult {
+        let result = try sink.send(UnsafeBufferPointer(start: outVector, count: count), more: true)
+        switch result {
+        case .wouldBlock:
+            blocked = true
+            source.disableReceive()
+        case .dropped(let reason):
+            statistics.countDrop(reason)
+        case .sent:
+            break
+        }
+        return result
     }
 
     /// Cuts the GSO frame in `buffer` into segments for a sink that cannot take it (as the
@@ -168,16 +180,7 @@ public final class RelayDirection: @unchecked Sendable {
                 segmentLength = n
             }
             outVector[0] = iovec(iov_base: segment, iov_len: outHeader + segmentLength)
-            switch try sink.send(UnsafeBufferPointer(start: outVector, count: 1), more: true) {
-            case .wouldBlock:
-                blocked = true
-                source.disableReceive()
-                return false
-            case .dropped(let reason):
-                statistics.countDrop(reason)
-            case .sent:
-                break
-            }
+            if try offer(1) == .wouldBlock { return false }
             segmentLength = 0
         }
         segmenter = nil
