@@ -2,8 +2,9 @@ import Foundation
 import NetBackends
 import Testing
 
-/// The relay cutting TSO super-frames for a side that takes none (`sw_segmented`), under
-/// back-pressure: two netbe joined by a plain stream, each reading 64 KiB frames from its
+/// The relay cutting TSO super-frames for a side that takes none (`sw_segmented`), and
+/// joining a plain side's segments for a side that takes TSO, under back-pressure. Also
+/// end to end: two netbe joined by a plain stream, each reading 64 KiB frames from its
 /// offloading tap. The far netbe is stopped mid-transfer, so the near one's socket fills
 /// while a super-frame is half cut; after SIGCONT the cutting must go on from the segment
 /// it stopped at: every byte arrives once, in order (sha256), nothing is dropped.
@@ -57,6 +58,59 @@ import Testing
         #expect(stats.frames == 1 && stats.gsoFrames == 1 && stats.softwareSegmented == 1 && stats.totalDrops == 0,
                 "frames \(stats.frames) gso \(stats.gsoFrames) cut \(stats.softwareSegmented) drops \(stats.totalDrops)")
         #expect(try lt.stop() == nil)
+    }
+
+    /// The other way: a plain source's 200 wire segments toward a sink that takes TSO and
+    /// pushes back (a send buffer of one super-frame, read slowly). What arrives must
+    /// be super-frames (far fewer datagrams than segments) that, cut again, give back
+    /// exactly the 200 segments, in order.
+    @Test(.timeLimit(.minutes(1))) func plainSegmentsAreJoinedAndSurviveBackPressure() throws {
+        let loop = try EventLoop()
+        let source = try DatagramPairBackend(loop: loop)
+        let sink = try DatagramPairBackend(loop: loop, headerLength: 12, offloads: [.csum, .hostTSO4, .hostTSO6], sendBuffer: 40_000)
+        defer { source.close(); sink.close() }
+        let relay = try Relay(source, sink)
+        #expect(sink.negotiatedFeatures.isSuperset(of: [.csum, .hostTSO4]), "\(sink.negotiatedFeatures)")
+        let wire = OffloadTests.flow(ipv6: false, count: 200, mss: 1000, lastLength: 300)
+        let lt = try LoopThread(loop)
+        try lt.sync { relay.start() }
+
+        var datagrams: [[UInt8]] = []
+        var cut: [[UInt8]] = []
+        var buffer = [UInt8](repeating: 0, count: 70_000)
+        var written = 0
+        let deadline = Date().addingTimeInterval(20)
+        while cut.count < wire.count && Date() < deadline {
+            // Write as the source's socket takes them (it holds fewer than 200), and read
+            // the sink slower than the relay writes it.
+            while written < wire.count,
+                  wire[written].withUnsafeBytes({ send(source.peer, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) > 0 {
+                written += 1
+            }
+            usleep(10_000)
+            let n = recv(sink.peer, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            guard n > 12 else { continue }
+            let d = Array(buffer[0..<n])
+            datagrams.append(d)
+            let header = d.withUnsafeBytes { VirtioNetHeader(decoding: UnsafeRawBufferPointer(rebasing: $0[0..<12])) }
+            let body = Array(d[12...])
+            guard let header, header.isGSO else { cut.append(body); continue }
+            #expect(header.gsoType == .tcpv4 && header.flags == [.needsCsum] && header.gsoSize == 1000, "\(header)")
+            body.withUnsafeBytes { b in
+                guard var s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: Int(header.gsoSize)) else { return }
+                let out = UnsafeMutableRawPointer.allocate(byteCount: s.maximumSegmentLength, alignment: 8)
+                defer { out.deallocate() }
+                while let m = s.next(into: out) { cut.append(Array(UnsafeRawBufferPointer(start: out, count: m))) }
+            }
+        }
+        #expect(cut.count == wire.count && cut == wire, "got \(cut.count) segments back from \(datagrams.count) datagrams, equal: \(cut == wire)")
+        #expect(datagrams.count <= wire.count / 4, "too little was joined: \(datagrams.count) datagrams")
+        try lt.sync { relay.stop() }
+        #expect(try lt.stop() == nil)
+        #expect(sink.blockedSends > 0, "the sink never pushed back: the test did not test resuming")
+        let stats = relay.forward.statistics
+        #expect(stats.frames == UInt64(wire.count) && stats.gsoFrames > 0 && stats.totalDrops == 0,
+                "frames \(stats.frames) gso \(stats.gsoFrames) drops \(stats.totalDrops)")
     }
 
     @Test func superFrameCutForPlainStreamSurvivesAStoppedPeer() throws {

@@ -138,16 +138,18 @@ import Testing
         #expect(Negotiation.features(for: [.guestCsum], peer: tap) == [.guestCsum])
     }
 
-    @Test func cuttingGrantsOnlyWhatTheRelayCanFinishInSoftware() {
+    @Test func softwareGrantsOnlyWhatTheRelayCanDoItself() {
         let tap: VirtioNetFeatures = VirtioNetFeatures.guestOffloads.union(.hostOffloads).union(.mrgRxbuf)
-        // A plain peer: the side may hand out partial checksums and TCP GSO, which the
-        // relay finishes and cuts; never UDP GSO or ECN, and never anything on its send side.
-        #expect(Negotiation.features(for: tap, peer: [], cutting: true) == [.guestCsum, .guestTSO4, .guestTSO6])
-        // A peer that takes TSO4 itself: the union, still nothing the relay cannot do.
-        #expect(Negotiation.features(for: tap, peer: [.csum, .hostTSO4, .hostUFO], cutting: true)
-                == [.guestCsum, .guestTSO4, .guestTSO6, .guestUFO])
+        // A plain peer: the side may hand out partial checksums and TCP GSO (the relay
+        // finishes and cuts them) and be handed TCP GSO (the relay joins the peer's
+        // segments); never UDP GSO or ECN.
+        #expect(Negotiation.features(for: tap, peer: [], software: true)
+                == [.guestCsum, .guestTSO4, .guestTSO6, .csum, .hostTSO4, .hostTSO6])
+        // A peer that takes and gives UFO itself: that too, from the peer.
+        #expect(Negotiation.features(for: tap, peer: [.csum, .hostTSO4, .hostUFO, .guestUFO], software: true)
+                == [.guestCsum, .guestTSO4, .guestTSO6, .guestUFO, .csum, .hostTSO4, .hostTSO6, .hostUFO])
         // A side that offers nothing gets nothing.
-        #expect(Negotiation.features(for: [.mrgRxbuf], peer: [], cutting: true) == [])
+        #expect(Negotiation.features(for: [.mrgRxbuf], peer: [], software: true) == [])
     }
 
     // MARK: setCapabilities on a real tap

@@ -111,11 +111,13 @@ open class NetBackend: @unchecked Sendable {
     /// The header length this backend would pick when it may choose (a relay asks).
     open var preferredHeaderLength: Int { supportedHeaderLengths.max() ?? 0 }
 
-    /// True when handing out GSO frames saves this backend work of its own (a tap: one read
-    /// per 64 KiB, and the kernel skips segmenting), so that a relay asks for them even
-    /// when the other side cannot take them, and cuts them in software (`sw_segmented`).
-    /// False for a backend whose GSO frames are themselves built in software (slirp).
-    open var receivesSuperFramesCheaply: Bool { false }
+    /// True when this backend moves a GSO super-frame for a fraction of what its segments
+    /// cost (a tap: one read or write per 64 KiB, and the kernel neither segments nor
+    /// reassembles), so that a relay arranges super-frames for it even when the other side
+    /// can neither give nor take them: it cuts them (`sw_segmented`) on the way out and
+    /// joins the other side's segments on the way in. False for a backend whose offloads
+    /// are themselves done in software (slirp).
+    open var prefersSuperFrames: Bool { false }
 
     /// Applies accepted features; returns the backend's header length, 0 or `vnetHeaderLength`.
     open func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int { 0 }

@@ -3,14 +3,15 @@
 public enum Negotiation {
     static let offloads = VirtioNetFeatures.guestOffloads.union(.hostOffloads)
 
-    /// What a relay can give any receiver in software: checksums finished, TCP GSO frames
-    /// cut into segments (`TCPSegmenter`). UDP GSO is not cut, so never granted.
-    public static let cutInSoftware: VirtioNetFeatures = [.guestCsum, .guestTSO4, .guestTSO6]
+    /// What a relay can do in software between a side and any peer: finish checksums and
+    /// cut TCP GSO frames the side hands out (`TCPSegmenter`), and join the peer's TCP
+    /// segments into GSO frames for the side (`TCPCoalescer`). UDP GSO is never granted.
+    public static let inSoftware: VirtioNetFeatures = [.guestCsum, .guestTSO4, .guestTSO6, .csum, .hostTSO4, .hostTSO6]
 
-    /// Features to pass to `side.setCapabilities` when joined to `peer`. With `cutting`,
-    /// the side may also hand out what the relay can finish for the peer itself.
-    public static func features(for side: VirtioNetFeatures, peer: VirtioNetFeatures, cutting: Bool = false) -> VirtioNetFeatures {
-        let peerTakes = cutting ? peer.mirrored.union(cutInSoftware) : peer.mirrored
+    /// Features to pass to `side.setCapabilities` when joined to `peer`. With `software`,
+    /// the side also gets what the relay can do for it itself (see `inSoftware`).
+    public static func features(for side: VirtioNetFeatures, peer: VirtioNetFeatures, software: Bool = false) -> VirtioNetFeatures {
+        let peerTakes = software ? peer.mirrored.union(inSoftware) : peer.mirrored
         return side.intersection(offloads).intersection(peerTakes).withPrerequisites
     }
 }

@@ -13,13 +13,13 @@ public final class Relay: @unchecked Sendable {
         self.b = b
         let capsA = a.capabilities
         let capsB = b.capabilities
-        // A side that reads super-frames cheaply (a tap) gets them even when the other side
-        // cannot take them: the direction cuts them, which costs less than the kernel's
-        // segmenting and one read per segment.
-        let cutA = a.receivesSuperFramesCheaply && a.preferredHeaderLength > 0
-        let cutB = b.receivesSuperFramesCheaply && b.preferredHeaderLength > 0
-        try a.setCapabilities(Negotiation.features(for: capsA, peer: capsB, cutting: cutA), vnetHeaderLength: a.preferredHeaderLength)
-        try b.setCapabilities(Negotiation.features(for: capsB, peer: capsA, cutting: cutB), vnetHeaderLength: b.preferredHeaderLength)
+        // A side that moves super-frames cheaply (a tap) gets them both ways even when the
+        // other side can neither give nor take them: the directions cut and join in
+        // software, which costs less than a read or write per segment.
+        let softA = a.prefersSuperFrames && a.preferredHeaderLength > 0
+        let softB = b.prefersSuperFrames && b.preferredHeaderLength > 0
+        try a.setCapabilities(Negotiation.features(for: capsA, peer: capsB, software: softA), vnetHeaderLength: a.preferredHeaderLength)
+        try b.setCapabilities(Negotiation.features(for: capsB, peer: capsA, software: softB), vnetHeaderLength: b.preferredHeaderLength)
         forward = RelayDirection(from: a, to: b, capture: capture)
         backward = RelayDirection(from: b, to: a, capture: capture)
     }

@@ -9,6 +9,11 @@ import Glibc
 /// Back-pressure follows QEMU's can_receive model: when `sink` says would-block, the
 /// frame stays in the buffer, `source` receive is disabled, and the sink's writable
 /// callback resumes the direction. A slow side therefore costs no drops.
+///
+/// Offloads the sink cannot take are done here: a GSO frame is cut into segments
+/// (`TCPSegmenter`), a partial checksum finished. When the sink takes TSO and the source
+/// never gives GSO frames (a plain stream or dgram peer toward a tap), frames are read
+/// ahead into a `JoinRing` and runs of one connection's segments leave as one GSO frame.
 public final class RelayDirection: @unchecked Sendable {
     public let source: NetBackend
     public let sink: NetBackend
@@ -34,6 +39,10 @@ public final class RelayDirection: @unchecked Sendable {
     @exclusivity(unchecked) private var segmenter: TCPSegmenter?
     @exclusivity(unchecked) private var segmentLength = 0
     private let segment: UnsafeMutableRawPointer
+    /// The frame `forward` works on: `buffer`, or a `JoinRing` slot.
+    @exclusivity(unchecked) private var frame: UnsafeMutableRawPointer
+    /// Set when joining: the sink takes TSO, the source never hands out GSO frames.
+    private let ring: JoinRing?
 
     init(from source: NetBackend, to sink: NetBackend, capture: PcapWriter?) {
         self.source = source
@@ -42,14 +51,19 @@ public final class RelayDirection: @unchecked Sendable {
         buffer = .allocate(byteCount: bufferSize, alignment: 64)
         inVector = .allocate(capacity: 1)
         inVector.initialize(to: iovec(iov_base: buffer, iov_len: bufferSize))
-        outVector = .allocate(capacity: 2)
-        outVector.initialize(repeating: iovec(), count: 2)
+        outVector = .allocate(capacity: 1 + TCPCoalescer.maximumSegments)
+        outVector.initialize(repeating: iovec(), count: 1 + TCPCoalescer.maximumSegments)
         header = .allocate(byteCount: 16, alignment: 16)
         segment = .allocate(byteCount: bufferSize, alignment: 64)
         let takes = sink.vnetHeaderLength > 0 ? sink.negotiatedFeatures : []
         sinkTakesCsum = takes.contains(.csum)
         sinkTakesTSO4 = takes.isSuperset(of: [.csum, .hostTSO4])
         sinkTakesTSO6 = takes.isSuperset(of: [.csum, .hostTSO6])
+        frame = buffer
+        let sourceGivesGSO = source.vnetHeaderLength > 0 && !source.negotiatedFeatures.isDisjoint(with: [.guestTSO4, .guestTSO6])
+        ring = (sinkTakesTSO4 || sinkTakesTSO6) && !sourceGivesGSO
+            ? JoinRing(capacity: TCPCoalescer.maximumSegments, slotSize: bufferSize) : nil
+        ring?.headerLength = source.vnetHeaderLength
     }
 
     deinit {
@@ -63,6 +77,7 @@ public final class RelayDirection: @unchecked Sendable {
     /// Source readable: move up to a batch of frames.
     func pump() throws(NetBackendError) {
         if blocked { return }
+        if let ring { return try pumpJoining(ring) }
         var budget = batchLimit
         defer { try? sink.flush() }
         while budget > 0 {
@@ -83,12 +98,16 @@ public final class RelayDirection: @unchecked Sendable {
     func resume() throws(NetBackendError) {
         guard blocked else { return }
         blocked = false
-        if try !forward() { return }
+        if let ring {
+            if try !deliver(ring) { return }
+        } else if try !forward() {
+            return
+        }
         source.enableReceive()
         try pump()
     }
 
-    /// Sends the frame in `buffer`; false when the sink would block (the frame is kept).
+    /// Sends the frame at `frame` (`pendingLength` bytes); false when the sink would block (the frame is kept).
     @inline(__always)
     private func forward() throws(NetBackendError) -> Bool {
         let length = pendingLength
@@ -99,28 +118,28 @@ public final class RelayDirection: @unchecked Sendable {
             pendingLength = -1
             return true
         }
-        let payload = buffer + inHeader
+        let payload = frame + inHeader
         let payloadLength = length - inHeader
-        let gso = inHeader > 0 && VirtioNetHeader.rawIsGSO(buffer)
+        let gso = inHeader > 0 && VirtioNetHeader.rawIsGSO(frame)
         if gso {
-            let type = buffer.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
+            let type = frame.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
             let takes = type == VirtioNetHeader.GSOType.tcpv4.rawValue ? sinkTakesTSO4
                 : type == VirtioNetHeader.GSOType.tcpv6.rawValue ? sinkTakesTSO6 : outHeader > 0
             if !takes || segmenter != nil { return try forwardSegments(payload, payloadLength) }
         } else if inHeader > 0 && !sinkTakesCsum
-                    && buffer.load(as: UInt8.self) & VirtioNetHeader.Flags.needsCsum.rawValue != 0 {
+                    && frame.load(as: UInt8.self) & VirtioNetHeader.Flags.needsCsum.rawValue != 0 {
             // Finished here; the header that goes on must not ask again.
-            InternetChecksum.completeIfNeeded(header: buffer, frame: payload, length: payloadLength)
-            buffer.storeBytes(of: buffer.load(as: UInt8.self) & ~VirtioNetHeader.Flags.needsCsum.rawValue, as: UInt8.self)
+            InternetChecksum.completeIfNeeded(header: frame, frame: payload, length: payloadLength)
+            frame.storeBytes(of: frame.load(as: UInt8.self) & ~VirtioNetHeader.Flags.needsCsum.rawValue, as: UInt8.self)
         }
         var count = 1
         if inHeader == outHeader {
-            outVector[0] = iovec(iov_base: buffer, iov_len: length)
+            outVector[0] = iovec(iov_base: frame, iov_len: length)
         } else {
             if outHeader == 0 {
                 outVector[0] = iovec(iov_base: payload, iov_len: payloadLength)
             } else {
-                VirtioNetHeader.convert(from: inHeader > 0 ? UnsafeRawPointer(buffer) : nil, fromLength: inHeader,
+                VirtioNetHeader.convert(from: inHeader > 0 ? UnsafeRawPointer(frame) : nil, fromLength: inHeader,
                                         to: header, toLength: outHeader)
                 outVector[0] = iovec(iov_base: header, iov_len: outHeader)
                 outVector[1] = iovec(iov_base: payload, iov_len: payloadLength)
@@ -162,7 +181,7 @@ public final class RelayDirection: @unchecked Sendable {
     private func forwardSegments(_ payload: UnsafeMutableRawPointer, _ payloadLength: Int) throws(NetBackendError) -> Bool {
         let outHeader = sink.vnetHeaderLength
         if segmenter == nil {
-            let gsoSize = Int(UInt16(littleEndian: buffer.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            let gsoSize = Int(UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
             guard let s = TCPSegmenter(frame: payload, length: payloadLength, gsoSize: gsoSize),
                   outHeader + s.maximumSegmentLength <= bufferSize else {
                 statistics.countDrop(.offloadUnsupported)
@@ -190,6 +209,73 @@ public final class RelayDirection: @unchecked Sendable {
         statistics.softwareSegmented &+= 1
         capture?.record(UnsafeRawBufferPointer(start: payload, count: payloadLength))
         pendingLength = -1
+        return true
+    }
+
+    // MARK: joining
+
+    /// `pump` when joining: reads up to a ring of frames, then delivers them, runs joined.
+    private func pumpJoining(_ ring: JoinRing) throws(NetBackendError) {
+        var budget = batchLimit
+        defer { try? sink.flush() }
+        while budget > 0 {
+            ring.reset()
+            var sourceEmpty = false
+            reading: while !ring.isFull {
+                switch try source.receive(into: UnsafeBufferPointer(start: ring.vectors + ring.count, count: 1)) {
+                case .empty:
+                    sourceEmpty = true
+                    break reading
+                case .dropped(_, let reason):
+                    statistics.countDrop(reason)
+                case .frame(let length):
+                    ring.append(length: length)
+                }
+            }
+            budget -= max(1, ring.count)
+            if try !deliver(ring) { return }
+            if sourceEmpty { return }
+        }
+    }
+
+    /// Delivers the ring's frames from `next` on; false when the sink would block (the
+    /// ring keeps them, and `resume` calls this again).
+    private func deliver(_ ring: JoinRing) throws(NetBackendError) -> Bool {
+        let outHeader = sink.vnetHeaderLength
+        while !ring.isDrained {
+            if let run = TCPCoalescer.run(in: ring, maximumLength: maximumFrameLength),
+               run.layout.isIPv6 ? sinkTakesTSO6 : sinkTakesTSO4 {
+                let l = run.layout
+                TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: segment, count: outHeader))
+                TCPCoalescer.writeHeaders(run, first: ring.frame(at: 0).bytes, into: segment + outHeader)
+                outVector[0] = iovec(iov_base: segment, iov_len: outHeader + l.headerLength)
+                for i in 0..<run.count {
+                    let f = ring.frame(at: i)
+                    outVector[1 + i] = iovec(iov_base: f.bytes + l.headerLength, iov_len: f.length - l.headerLength)
+                }
+                let result = try offer(1 + run.count)
+                if result == .wouldBlock { return false }
+                if case .sent = result {
+                    statistics.frames &+= UInt64(run.count)
+                    statistics.bytes &+= UInt64(run.frameLength)
+                    statistics.gsoFrames &+= 1
+                    if let capture {
+                        for i in 0..<run.count {
+                            let f = ring.frame(at: i)
+                            capture.record(UnsafeRawBufferPointer(start: f.bytes, count: f.length))
+                        }
+                    }
+                }
+                ring.next += run.count
+            } else {
+                frame = ring.slot(ring.next)
+                pendingLength = ring.length(ring.next)
+                let sent = try forward()
+                frame = buffer
+                if !sent { return false }
+                ring.next += 1
+            }
+        }
         return true
     }
 }

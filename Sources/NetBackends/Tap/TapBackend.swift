@@ -97,7 +97,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     }
 
     public override var supportedHeaderLengths: [Int] { vnet ? [0, 10, 12] : [0] }
-    public override var receivesSuperFramesCheaply: Bool { vnet }
+    public override var prefersSuperFrames: Bool { vnet }
     public override var preferredHeaderLength: Int { headerPreference }
 
     /// What TUNSETOFFLOAD found this kernel supports (before `offload=off`).

@@ -42,7 +42,7 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
 
     override var capabilities: VirtioNetFeatures { offloads }
     override var supportedHeaderLengths: [Int] { headerLength > 0 ? [headerLength] : [0] }
-    override var receivesSuperFramesCheaply: Bool { headerLength > 0 }
+    override var prefersSuperFrames: Bool { headerLength > 0 }
     override func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int {
         headerLength > 0 ? vnetHeaderLength : 0
     }
