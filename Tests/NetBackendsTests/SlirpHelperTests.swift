@@ -36,5 +36,11 @@ import Testing
         try waitUntil(10, "pings answered again after the restart") { replies() >= afterKill + 5 }
         // TCP connections are new state in the new helper: a fetch works again.
         #expect(try net.fetch("http://10.0.2.2:\(web.port)/\(web.fileName)") == web.content)
+        // The new helper was told the offloads again: the fetch (the only bulk transfer,
+        // all after the restart) reached the tap as joined super-frames.
+        _ = try net.netbe.stop()
+        let counters = try NetbeBinary.counters(net.netbe.stdout)
+        let down = try #require(counters.first { ($0["to"] as? String)?.hasSuffix("tap0") == true })
+        #expect((down["gso_frames"] as? Int ?? 0) > 0, "the restarted helper sent no super-frame: \(down)")
     }
 }
