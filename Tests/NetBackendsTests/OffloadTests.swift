@@ -70,6 +70,18 @@ import Testing
         }
     }
 
+    /// A super-frame (no virtio-net header) cut by `TCPSegmenter`; empty when it refuses.
+    static func cut(_ superFrame: [UInt8], gsoSize: Int) -> [[UInt8]] {
+        superFrame.withUnsafeBytes { b in
+            guard var s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: gsoSize) else { return [] }
+            let out = UnsafeMutableRawPointer.allocate(byteCount: s.maximumSegmentLength, alignment: 8)
+            defer { out.deallocate() }
+            var segments: [[UInt8]] = []
+            while let n = s.next(into: out) { segments.append(Array(UnsafeRawBufferPointer(start: out, count: n))) }
+            return segments
+        }
+    }
+
     static func field32(_ f: [UInt8], _ at: Int) -> UInt32 { f[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
     static func field16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at + 1]) }
 
@@ -108,14 +120,9 @@ import Testing
         let options: [UInt8] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]   // NOP NOP timestamps
         let flags = TCPFrameLayout.ack | TCPFrameLayout.psh | TCPFrameLayout.fin | TCPFrameLayout.cwr
         let superFrame = Self.segment(ipv6: ipv6, seq: 0xffff_f000, flags: flags, payload: data, id: 0xfffe, options: options)
-        var segments: [[UInt8]] = []
-        superFrame.withUnsafeBytes { b in
-            guard var s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: mss) else { return }
-            #expect(s.count == 7)
-            let out = UnsafeMutableRawPointer.allocate(byteCount: s.maximumSegmentLength, alignment: 8)
-            defer { out.deallocate() }
-            while let n = s.next(into: out) { segments.append(Array(UnsafeRawBufferPointer(start: out, count: n))) }
-        }
+        let count = superFrame.withUnsafeBytes { TCPSegmenter(frame: $0.baseAddress!, length: $0.count, gsoSize: mss)?.count }
+        #expect(count == 7)
+        let segments = Self.cut(superFrame, gsoSize: mss)
         try #require(segments.count == 7)
         let header = ipv6 ? 14 + 40 + 32 : 14 + 20 + 32
         let t = ipv6 ? 54 : 34
@@ -175,33 +182,31 @@ import Testing
         #expect(run.segmentSize == 1460)
         #expect(run.payloadLength == 8 * 1460 + 500)
         #expect(run.push)
-        let header = TCPCoalescer.virtioHeader(run)
+        // The super-frame as the backends send it: `describe`'s iovecs, gathered.
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: TCPCoalescer.scratchSize, alignment: 8)
+        let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: 1 + TCPCoalescer.maximumSegments)
+        defer { scratch.deallocate(); vectors.deallocate() }
+        let n = TCPCoalescer.describe(run, in: queue, headerLength: 12, scratch: scratch, into: vectors)
+        #expect(n == 1 + run.count)
+        var described: [UInt8] = []
+        for i in 0..<n { described += UnsafeRawBufferPointer(start: vectors[i].iov_base, count: vectors[i].iov_len) }
+        let raw = Array(described[0..<12])
+        let header = try #require(raw.withUnsafeBytes { VirtioNetHeader(decoding: $0) })
+        #expect(header == TCPCoalescer.virtioHeader(run))
         #expect(header.gsoType == (ipv6 ? .tcpv6 : .tcpv4))
         #expect(header.flags == [.needsCsum])
         #expect(Int(header.gsoSize) == 1460 && Int(header.headerLength) == run.layout.headerLength)
         #expect(Int(header.csumStart) == run.layout.tcpOffset && header.csumOffset == 16)
-        // The super-frame: built headers, then every payload.
-        var superFrame = [UInt8](repeating: 0, count: run.layout.headerLength)
-        superFrame.withUnsafeMutableBytes { TCPCoalescer.writeHeaders(run, first: queue.frame(at: 0).bytes, into: $0.baseAddress!) }
-        for w in wire { superFrame += w[run.layout.headerLength...] }
+        let superFrame = Array(described[12...])
         #expect(superFrame.count == run.frameLength)
         // NEEDS_CSUM: the checksum field holds the pseudo-header sum, finished it is valid.
         var finished = superFrame
-        var raw = [UInt8](repeating: 0, count: 12)
-        raw.withUnsafeMutableBytes { header.encode(into: $0) }
         raw.withUnsafeBytes { h in
             finished.withUnsafeMutableBytes { InternetChecksum.completeIfNeeded(header: h.baseAddress!, frame: $0.baseAddress!, length: $0.count) }
         }
         #expect(Self.checksumsValid(finished))
         // Cut again: the original segments, byte for byte.
-        var cut: [[UInt8]] = []
-        superFrame.withUnsafeBytes { b in
-            guard var s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: Int(header.gsoSize)) else { return }
-            let out = UnsafeMutableRawPointer.allocate(byteCount: s.maximumSegmentLength, alignment: 8)
-            defer { out.deallocate() }
-            while let n = s.next(into: out) { cut.append(Array(UnsafeRawBufferPointer(start: out, count: n))) }
-        }
-        #expect(cut == wire)
+        #expect(Self.cut(superFrame, gsoSize: Int(header.gsoSize)) == wire)
     }
 
     @Test func coalescingStopsWhereTheFlowBreaks() {

@@ -96,12 +96,7 @@ import Testing
             let body = Array(d[12...])
             guard let header, header.isGSO else { cut.append(body); continue }
             #expect(header.gsoType == .tcpv4 && header.flags == [.needsCsum] && header.gsoSize == 1000, "\(header)")
-            body.withUnsafeBytes { b in
-                guard var s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: Int(header.gsoSize)) else { return }
-                let out = UnsafeMutableRawPointer.allocate(byteCount: s.maximumSegmentLength, alignment: 8)
-                defer { out.deallocate() }
-                while let m = s.next(into: out) { cut.append(Array(UnsafeRawBufferPointer(start: out, count: m))) }
-            }
+            cut += OffloadTests.cut(body, gsoSize: Int(header.gsoSize))
         }
         #expect(cut.count == wire.count && cut == wire, "got \(cut.count) segments back from \(datagrams.count) datagrams, equal: \(cut == wire)")
         #expect(datagrams.count <= wire.count / 4, "too little was joined: \(datagrams.count) datagrams")

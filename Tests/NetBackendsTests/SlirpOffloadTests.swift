@@ -11,6 +11,19 @@ import Testing
     static let helperModes = [true, false]
     static let tapModes = ["", "offload=off", "vnet=off"]
 
+    /// Sends `bytes` from the namespace to a server on the host's `address`, reached at
+    /// the slirp gateway `gateway`, and checks that they arrived whole (sha256).
+    static func upload(from net: SlirpNetwork, to address: String, through gateway: String, bytes: Int, seed: Int) throws {
+        let port = try freeLoopbackPort()
+        let server = try TestProcess([debianPython, "-c", TcpTransfer.script, "server", address, String(port), "0"])
+        defer { _ = try? server.stop(SIGKILL) }
+        try server.waitForLine("listening")
+        let client = try TcpTransfer.client(in: net.ns, host: gateway, port: port, bytes: bytes, seed: seed)
+        let sent = try TcpTransfer.result(client, "sent")
+        let received = try TcpTransfer.result(server, "received")
+        #expect(received.bytes == bytes && received.sha256 == sent.sha256, "upload: sent \(sent), received \(received)")
+    }
+
     @Test(arguments: helperModes, tapModes) func bulkBothWaysWithAndWithoutOffloads(helper: Bool, tap: String) throws {
         let size = 16 << 20
         let web = try LoopbackHTTPServer(bytes: size)
@@ -18,14 +31,7 @@ import Testing
         try net.dhcp()
 
         // Namespace -> host: the kernel's TSO frames, cut for libslirp.
-        let port = try freeLoopbackPort()
-        let server = try TestProcess([debianPython, "-c", TcpTransfer.script, "server", "127.0.0.1", String(port), "0"])
-        defer { _ = try? server.stop(SIGKILL) }
-        try server.waitForLine("listening")
-        let client = try TcpTransfer.client(in: net.ns, host: "10.0.2.2", port: port, bytes: size, seed: 11)
-        let sent = try TcpTransfer.result(client, "sent")
-        let received = try TcpTransfer.result(server, "received")
-        #expect(received.bytes == size && received.sha256 == sent.sha256, "upload: sent \(sent), received \(received)")
+        try Self.upload(from: net, to: "127.0.0.1", through: "10.0.2.2", bytes: size, seed: 11)
 
         // Host -> namespace: libslirp's segments, joined for the tap.
         let got = try net.fetch("http://10.0.2.2:\(web.port)/\(web.fileName)", seconds: 60)
@@ -59,14 +65,7 @@ import Testing
             return out.contains("inet6 fd00:78::") && !out.contains("tentative")
         }
         // Namespace -> host.
-        let port = try freeLoopbackPort()
-        let server = try TestProcess([debianPython, "-c", TcpTransfer.script, "server", "::1", String(port), "0"])
-        defer { _ = try? server.stop(SIGKILL) }
-        try server.waitForLine("listening")
-        let client = try TcpTransfer.client(in: net.ns, host: "fd00:78::2", port: port, bytes: size, seed: 21)
-        let sent = try TcpTransfer.result(client, "sent")
-        let received = try TcpTransfer.result(server, "received")
-        #expect(received.bytes == size && received.sha256 == sent.sha256, "upload: sent \(sent), received \(received)")
+        try Self.upload(from: net, to: "::1", through: "fd00:78::2", bytes: size, seed: 21)
 
         // Host -> namespace: the host side sends on accept, the namespace reads to the end.
         let sender = """

@@ -36,12 +36,14 @@ public enum TCPCoalescer {
     public static let maximumSegments = 64
 
     /// The run starting at queued frame `start` whose super-frame fits in `maximumLength`
-    /// bytes (and in an IP length field); nil when that frame goes on its own.
-    public static func run<Q: QueuedFrames>(in queue: Q, from start: Int = 0, maximumLength: Int) -> Run? {
+    /// bytes (and in an IP length field), of a family the receiver takes (`ipv4`: TSO4,
+    /// `ipv6`: TSO6); nil when that frame goes on its own.
+    public static func run<Q: QueuedFrames>(in queue: Q, from start: Int = 0, maximumLength: Int,
+                                            ipv4: Bool = true, ipv6: Bool = true) -> Run? {
         let waiting = queue.waiting - start
         guard waiting >= 2 else { return nil }
         let (first, firstLength) = queue.frame(at: start)
-        guard let l = TCPFrameLayout(first, length: firstLength),
+        guard let l = TCPFrameLayout(first, length: firstLength), l.isIPv6 ? ipv6 : ipv4,
               l.headerLength + l.payloadLength == firstLength, l.payloadLength > 0 else { return nil }
         let flags = TCPFrameLayout.flags(first, l)
         guard flags == TCPFrameLayout.ack else { return nil }
@@ -147,6 +149,30 @@ public enum TCPCoalescer {
         }
         let pseudo = l.pseudoHeaderSum(out, tcpLength: l.tcpHeaderLength + run.payloadLength)
         out.storeBytes(of: UInt16(truncatingIfNeeded: pseudo).bigEndian, toByteOffset: l.tcpOffset + 16, as: UInt16.self)
+    }
+
+    /// Room `describe` needs in its scratch: a 12-byte virtio-net header and the largest
+    /// Ethernet + IPv4/IPv6 + TCP headers (14 + 60 + 60).
+    public static let scratchSize = 160
+
+    /// The super-frame of `run` (queued from `start`) as iovecs, nothing copied but headers:
+    /// `vectors[0]` is the virtio-net header (`headerLength` bytes, 0 for none) followed by
+    /// the merged headers, both built in `scratch` (`scratchSize` bytes); then each
+    /// segment's payload where it lies. Returns how many iovecs (1 + `run.count`).
+    public static func describe<Q: QueuedFrames>(_ run: Run, in queue: Q, from start: Int = 0, headerLength: Int,
+                                                 scratch: UnsafeMutableRawPointer,
+                                                 into vectors: UnsafeMutablePointer<iovec>) -> Int {
+        let h = run.layout.headerLength
+        if headerLength > 0 {
+            virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: scratch, count: headerLength))
+        }
+        writeHeaders(run, first: queue.frame(at: start).bytes, into: scratch + headerLength)
+        vectors[0] = iovec(iov_base: scratch, iov_len: headerLength + h)
+        for i in 0..<run.count {
+            let f = queue.frame(at: start + i)
+            vectors[1 + i] = iovec(iov_base: f.bytes + h, iov_len: f.length - h)
+        }
+        return 1 + run.count
     }
 
     /// The virtio-net header that goes with the super-frame (virtio 1.2, 5.1.6.4.1).

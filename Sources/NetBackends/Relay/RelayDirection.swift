@@ -243,17 +243,9 @@ public final class RelayDirection: @unchecked Sendable {
     private func deliver(_ ring: JoinRing) throws(NetBackendError) -> Bool {
         let outHeader = sink.vnetHeaderLength
         while !ring.isDrained {
-            if let run = TCPCoalescer.run(in: ring, maximumLength: maximumFrameLength),
-               run.layout.isIPv6 ? sinkTakesTSO6 : sinkTakesTSO4 {
-                let l = run.layout
-                TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: segment, count: outHeader))
-                TCPCoalescer.writeHeaders(run, first: ring.frame(at: 0).bytes, into: segment + outHeader)
-                outVector[0] = iovec(iov_base: segment, iov_len: outHeader + l.headerLength)
-                for i in 0..<run.count {
-                    let f = ring.frame(at: i)
-                    outVector[1 + i] = iovec(iov_base: f.bytes + l.headerLength, iov_len: f.length - l.headerLength)
-                }
-                let result = try offer(1 + run.count)
+            if let run = TCPCoalescer.run(in: ring, maximumLength: maximumFrameLength, ipv4: sinkTakesTSO4, ipv6: sinkTakesTSO6) {
+                let count = TCPCoalescer.describe(run, in: ring, headerLength: outHeader, scratch: segment, into: outVector)
+                let result = try offer(count)
                 if result == .wouldBlock { return false }
                 if case .sent = result {
                     statistics.frames &+= UInt64(run.count)

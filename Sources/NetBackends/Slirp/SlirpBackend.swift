@@ -37,8 +37,10 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     private let stack: SlirpStack
     private let contiguous: UnsafeMutableRawPointer
     private let contiguousSize = maximumFrameLength + VirtioNetHeader.mergeableLength
-    /// The super-frame's virtio-net header and protocol headers, built per run.
+    /// The super-frame's virtio-net header and protocol headers, built per run, and the
+    /// iovecs describing it before it is copied to the frontend's buffers.
     private let built: UnsafeMutableRawPointer
+    private let runVectors: UnsafeMutablePointer<iovec>
     private var coalesceIPv4 = false
     private var coalesceIPv6 = false
 
@@ -46,7 +48,9 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: EventLoop) throws(NetBackendError) {
         stack = try SlirpStack(configuration, specText: spec.text, eventLoop: eventLoop)
         contiguous = .allocate(byteCount: contiguousSize, alignment: 64)
-        built = .allocate(byteCount: 256, alignment: 64)
+        built = .allocate(byteCount: TCPCoalescer.scratchSize, alignment: 64)
+        runVectors = .allocate(capacity: 1 + TCPCoalescer.maximumSegments)
+        runVectors.initialize(repeating: iovec(), count: 1 + TCPCoalescer.maximumSegments)
         super.init(spec: spec, kind: "slirp", name: "slirp(\(SlirpConfiguration.text(configuration.network)))", eventLoop: eventLoop)
         do {
             try watch(fd: stack.queue.readyFD)
@@ -60,6 +64,7 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
         close()
         contiguous.deallocate()
         built.deallocate()
+        runVectors.deallocate()
     }
 
     /// Pure ACKs not delivered because a later ACK in the queue covered them.
@@ -122,8 +127,8 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
                 acksSkipped &+= UInt64(skip)
             }
         }
-        if coalesceIPv4 || coalesceIPv6, let run = TCPCoalescer.run(in: queue, maximumLength: room),
-           run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
+        if coalesceIPv4 || coalesceIPv6,
+           let run = TCPCoalescer.run(in: queue, maximumLength: room, ipv4: coalesceIPv4, ipv6: coalesceIPv6) {
             return deliver(run, into: buffers)
         }
         // One frame, behind a header that asks for nothing (num_buffers 1 in the long form).
@@ -141,17 +146,11 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
 
     /// Hands a run of segments over as one super-frame: header, merged headers, payloads.
     private func deliver(_ run: TCPCoalescer.Run, into buffers: UnsafeBufferPointer<iovec>) -> ReceiveResult {
-        let h = vnetHeaderLength
         let queue = stack.queue
-        let l = run.layout
-        TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: built, count: h))
-        TCPCoalescer.writeHeaders(run, first: queue.frame(at: 0).bytes, into: built + h)
+        let n = TCPCoalescer.describe(run, in: queue, headerLength: vnetHeaderLength, scratch: built, into: runVectors)
+        // The run was sized to the buffers, so every piece fits.
         var out = IOVectorWriter(buffers)
-        _ = out.write(built, h + l.headerLength)
-        for i in 0..<run.count {
-            let (bytes, length) = queue.frame(at: i)
-            _ = out.write(bytes + l.headerLength, length - l.headerLength)
-        }
+        for i in 0..<n { _ = out.write(runVectors[i].iov_base, runVectors[i].iov_len) }
         queue.removeFirst(run.count)
         return .frame(length: out.written)
     }
@@ -159,8 +158,8 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         let h = vnetHeaderLength
         let queue = stack.queue
-        if h > 0, coalesceIPv4 || coalesceIPv6, let run = TCPCoalescer.run(in: queue, maximumLength: maximumFrameLength),
-           run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
+        if h > 0, coalesceIPv4 || coalesceIPv6,
+           let run = TCPCoalescer.run(in: queue, maximumLength: maximumFrameLength, ipv4: coalesceIPv4, ipv6: coalesceIPv6) {
             return h + run.frameLength
         }
         let n = queue.headLength

@@ -33,7 +33,7 @@ final class SlirpHelperLink: @unchecked Sendable {
     private let batch = SeqpacketBackend.batchSize
     /// Per message: a built-header iovec, then up to `maximumSegments` payload iovecs.
     private static let vectorsPerMessage = 1 + TCPCoalescer.maximumSegments
-    private static let builtSize = 256
+    private static let builtSize = TCPCoalescer.scratchSize
     private let vectors: UnsafeMutablePointer<iovec>
     private let headers: UnsafeMutablePointer<netbe_mmsghdr>
     /// Per message: the virtio-net header and, for a run, the super-frame's headers.
@@ -199,17 +199,10 @@ final class SlirpHelperLink: @unchecked Sendable {
             if coalescing { at += TCPCoalescer.supersededAcks(in: queue, from: at) }
             let v = vectors + m * Self.vectorsPerMessage
             let b = built + m * Self.builtSize
-            if coalescing, let run = TCPCoalescer.run(in: queue, from: at, maximumLength: maximumFrameLength),
-               run.layout.isIPv6 ? coalesceIPv6 : coalesceIPv4 {
-                let h = run.layout.headerLength
-                TCPCoalescer.virtioHeader(run).encode(into: UnsafeMutableRawBufferPointer(start: b, count: Self.header))
-                TCPCoalescer.writeHeaders(run, first: queue.frame(at: at).bytes, into: b + Self.header)
-                v[0] = iovec(iov_base: b, iov_len: Self.header + h)
-                for i in 0..<run.count {
-                    let f = queue.frame(at: at + i)
-                    v[1 + i] = iovec(iov_base: f.bytes + h, iov_len: f.length - h)
-                }
-                headers[m].msg_hdr.msg_iovlen = 1 + run.count
+            if coalescing, let run = TCPCoalescer.run(in: queue, from: at, maximumLength: maximumFrameLength,
+                                                      ipv4: coalesceIPv4, ipv6: coalesceIPv6) {
+                headers[m].msg_hdr.msg_iovlen = TCPCoalescer.describe(run, in: queue, from: at, headerLength: Self.header,
+                                                                     scratch: b, into: v)
                 at += run.count
             } else {
                 VirtioNetHeader.convert(from: nil, fromLength: 0, to: b, toLength: Self.header)
