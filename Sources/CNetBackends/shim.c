@@ -8,7 +8,10 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 const unsigned long cnb_TUNSETIFF = TUNSETIFF;
 const unsigned long cnb_TUNGETIFF = TUNGETIFF;
@@ -39,6 +42,26 @@ const unsigned int cnb_TUN_F_USO6 = 0x40;
 
 const int cnb_IFNAMSIZ = IFNAMSIZ;
 const int cnb_MSG_NOSIGNAL = MSG_NOSIGNAL;
+const int cnb_MSG_DONTWAIT = MSG_DONTWAIT;
+const int cnb_MSG_PEEK = MSG_PEEK;
+const int cnb_MSG_TRUNC = MSG_TRUNC;
+const int cnb_SOCK_STREAM = SOCK_STREAM;
+const int cnb_SOCK_DGRAM = SOCK_DGRAM;
+const int cnb_SOCK_SEQPACKET = SOCK_SEQPACKET;
+const int cnb_SOCK_CLOEXEC = SOCK_CLOEXEC;
+const int cnb_SOCK_NONBLOCK = SOCK_NONBLOCK;
+
+int cnb_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0UL, 0UL, 0UL); }
+int cnb_get_parent_death_signal(void) {
+    int sig = 0;
+    if (prctl(PR_GET_PDEATHSIG, (unsigned long)&sig, 0UL, 0UL, 0UL) < 0) return -1;
+    return sig;
+}
+
+_Static_assert(sizeof(struct cnb_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr size");
+_Static_assert(__builtin_offsetof(struct cnb_mmsghdr, msg_len) == __builtin_offsetof(struct mmsghdr, msg_len), "mmsghdr msg_len");
+int cnb_sendmmsg(int fd, struct cnb_mmsghdr *v, unsigned int n, int flags) { return (int)syscall(SYS_sendmmsg, fd, v, n, flags); }
+int cnb_recvmmsg(int fd, struct cnb_mmsghdr *v, unsigned int n, int flags) { return (int)syscall(SYS_recvmmsg, fd, v, n, flags, (void *)0); }
 
 int cnb_setns(int fd, int nstype) { return setns(fd, nstype); }
 const int cnb_CLONE_NEWNET = CLONE_NEWNET;

@@ -23,9 +23,9 @@ struct ConnectCommand: ParsableCommand {
     func run() throws {
         common.bootstrapLogging()
         let log = Logger(label: "netbe.connect")
-        EventLoop.blockSignals([SIGINT, SIGTERM])   // before any thread exists
+        NetEventLoop.blockSignals([SIGINT, SIGTERM])   // before any thread exists
         signal(SIGPIPE, SIG_IGN)
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let registry = BackendRegistry.shared
         let a = try registry.open(first, on: loop)
         defer { a.close() }

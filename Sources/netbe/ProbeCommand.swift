@@ -23,7 +23,7 @@ struct ProbeCommand: ParsableCommand {
 
     func run() throws {
         common.bootstrapLogging()
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let backend = try BackendRegistry.shared.open(spec, on: loop)
         defer { backend.close() }
         let caps = backend.capabilities

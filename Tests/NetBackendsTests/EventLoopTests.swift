@@ -2,7 +2,7 @@ import Foundation
 import NetBackends
 import Testing
 
-/// The event loop's threading contract (EventLoop.swift): timers, `execute`, `stop`,
+/// The event loop's threading contract (NetEventLoop.swift): timers, `execute`, `stop`,
 /// no spinning on a hung-up descriptor whose interest is off, and the seed's
 /// recv_disable guarantee under real traffic.
 @Suite struct EventLoopTests {
@@ -103,7 +103,7 @@ import Testing
 
     @Test(arguments: Hangup.allCases)
     func hangupWhileDisabledDoesNotSpin(_ kind: Hangup) throws {
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let counter = Locked(0)
         loop.addBeforeWaitHook { _ in counter.withLock { $0 += 1 } }
         let lt = try LoopThread(loop)
@@ -131,7 +131,7 @@ import Testing
     }
 
     @Test func handlerDisablingItselfOnEndOfFileDoesNotSpinOrBlock() throws {
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let counter = Locked(0)
         loop.addBeforeWaitHook { _ in counter.withLock { $0 += 1 } }
         let lt = try LoopThread(loop)
@@ -178,7 +178,7 @@ import Testing
         try requireDebianPython()
         let ns = try TestNamespace("flow")
         try ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let tap = try BackendRegistry.shared.open("tap0,netns=\(ns.name)", on: loop)
         defer { tap.close() }
         try tap.setCapabilities([], vnetHeaderLength: 12)

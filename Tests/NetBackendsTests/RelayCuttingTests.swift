@@ -14,7 +14,7 @@ import Testing
     /// read slowly. The relay blocks mid-cut again and again; what arrives must be exactly the
     /// 60 segments, in order, each with its own sequence number and valid checksums.
     @Test(.timeLimit(.minutes(1))) func cutResumesAtTheSegmentWhereTheSinkBlocked() throws {
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let source = try DatagramPairBackend(loop: loop, headerLength: 12, offloads: [.guestCsum, .guestTSO4, .guestTSO6])
         let sink = try DatagramPairBackend(loop: loop, sendBuffer: 4096)
         defer { source.close(); sink.close() }
@@ -40,7 +40,7 @@ import Testing
         let deadline = Date().addingTimeInterval(20)
         while got.count < segments && Date() < deadline {
             usleep(2_000)   // slower than the relay: its sends keep finding the queue full
-            let n = recv(sink.peer, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            let n = recv(sink.peer, &buffer, buffer.count, cnb_MSG_DONTWAIT)
             if n > 0 { got.append(Array(buffer[0..<n])) }
         }
         #expect(got.count == segments, "got \(got.count) of \(segments) segments")
@@ -65,7 +65,7 @@ import Testing
     /// be super-frames (far fewer datagrams than segments) that, cut again, give back
     /// exactly the 200 segments, in order.
     @Test(.timeLimit(.minutes(1))) func plainSegmentsAreJoinedAndSurviveBackPressure() throws {
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let source = try DatagramPairBackend(loop: loop)
         let sink = try DatagramPairBackend(loop: loop, headerLength: 12, offloads: [.csum, .hostTSO4, .hostTSO6], sendBuffer: 40_000)
         defer { source.close(); sink.close() }
@@ -84,11 +84,11 @@ import Testing
             // Write as the source's socket takes them (it holds fewer than 200), and read
             // the sink slower than the relay writes it.
             while written < wire.count,
-                  wire[written].withUnsafeBytes({ send(source.peer, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) > 0 {
+                  wire[written].withUnsafeBytes({ send(source.peer, $0.baseAddress, $0.count, cnb_MSG_DONTWAIT) }) > 0 {
                 written += 1
             }
             usleep(10_000)
-            let n = recv(sink.peer, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            let n = recv(sink.peer, &buffer, buffer.count, cnb_MSG_DONTWAIT)
             guard n > 12 else { continue }
             let d = Array(buffer[0..<n])
             datagrams.append(d)

@@ -168,7 +168,7 @@ import Testing
     }
 
     @Test func netmapIsRecognisedButUnavailableHere() throws {
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         do throws(NetBackendError) {
             _ = try BackendRegistry.shared.open("netmap:em0", on: loop)
             Issue.record("netmap:em0 opened on a host without netmap")
@@ -244,7 +244,7 @@ import Testing
 
     @Test func vmnetNameOpensATapOfThatName() throws {
         let ns = try TestNamespace("vmnet")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let backend = try BackendRegistry.shared.open("vmnet3,netns=\(ns.name)", on: loop)
         defer { backend.close() }
         #expect(backend.kind == "tap")

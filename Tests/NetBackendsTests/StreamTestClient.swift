@@ -24,7 +24,7 @@ final class RawStreamClient {
     deinit { close(fd) }
 
     func write(_ bytes: [UInt8]) throws {
-        let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, cnb_MSG_NOSIGNAL) }
         guard n == bytes.count else { throw TestFailure("send: \(n) of \(bytes.count): \(String(cString: strerror(errno)))") }
     }
 

@@ -156,7 +156,7 @@ import Testing
     @Test func persistentTapIsAttachedAndSurvivesClose() throws {
         let ns = try TestNamespace("persist")
         try sh("ip", "-n", ns.name, "tuntap", "add", "dev", "tapP", "mode", "tap")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let tap = try BackendRegistry.shared.open("tapP,netns=\(ns.name)", on: loop)
         #expect((tap as? TapBackend)?.attachedToExisting == true)
         #expect(tap.kind == "tap")
@@ -177,7 +177,7 @@ import Testing
 
     @Test func specOptionsShapeTheInterface() throws {
         let ns = try TestNamespace("opts")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let tap = try BackendRegistry.shared.open("tap0,netns=\(ns.name),mtu=9000,mac=02:12:34:56:78:9a,up=off", on: loop)
         defer { tap.close() }
         let data = Data(try sh("ip", "-n", ns.name, "-j", "link", "show", "tap0").utf8)

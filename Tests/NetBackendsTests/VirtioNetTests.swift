@@ -156,7 +156,7 @@ import Testing
 
     @Test func setCapabilitiesAcceptsOnlyZeroTenTwelve() throws {
         let ns = try TestNamespace("cap")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let tap = try BackendRegistry.shared.open("tap0,netns=\(ns.name)", on: loop)
         defer { tap.close() }
         for bad in [1, 8, 11, 13, 14, 16, -1] {
@@ -175,7 +175,7 @@ import Testing
 
     @Test func setCapabilitiesRejectsFeaturesNotOffered() throws {
         let ns = try TestNamespace("cap")
-        let loop = try EventLoop()
+        let loop = try NetEventLoop()
         let full = try BackendRegistry.shared.open("tap0,netns=\(ns.name)", on: loop)
         defer { full.close() }
         // This kernel's tap offers checksum and TSO both ways (linux/if_tun.h TUN_F_*).

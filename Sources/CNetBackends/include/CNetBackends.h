@@ -41,9 +41,34 @@ extern const unsigned int cnb_TUN_F_USO6;
 
 extern const int cnb_IFNAMSIZ;
 
-// send(2) flag: no SIGPIPE on a peer that left. Exported because its import into Swift
-// depends on which module first includes <sys/socket.h>.
+// send(2)/recv(2) flags. Exported from here because whether Swift sees the <sys/socket.h>
+// macros depends on which module first includes that header (a clean debug build failed
+// on MSG_DONTWAIT while an incremental one passed).
 extern const int cnb_MSG_NOSIGNAL;
+extern const int cnb_MSG_DONTWAIT;
+extern const int cnb_MSG_PEEK;
+extern const int cnb_MSG_TRUNC;
+extern const int cnb_SOCK_STREAM;
+extern const int cnb_SOCK_DGRAM;
+extern const int cnb_SOCK_SEQPACKET;
+extern const int cnb_SOCK_CLOEXEC;
+extern const int cnb_SOCK_NONBLOCK;
+
+// prctl(2) is variadic: PR_SET_PDEATHSIG for a helper process that must die with its
+// parent, and PR_GET_PDEATHSIG to check it survived a privilege drop.
+int cnb_set_parent_death_signal(int sig);
+int cnb_get_parent_death_signal(void);
+
+// sendmmsg(2)/recvmmsg(2) and struct mmsghdr are GNU extensions that Swift's Glibc module
+// does not export (it is built without _GNU_SOURCE). Same layout as the kernel's
+// include/linux/socket.h struct mmsghdr; shim.c pins it with _Static_assert.
+#include <sys/socket.h>
+struct cnb_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+int cnb_sendmmsg(int fd, struct cnb_mmsghdr *v, unsigned int n, int flags);
+int cnb_recvmmsg(int fd, struct cnb_mmsghdr *v, unsigned int n, int flags);
 
 // setns(2) needs _GNU_SOURCE, which Swift's Glibc module is not built with.
 int cnb_setns(int fd, int nstype);

@@ -71,7 +71,7 @@ open class NetBackend: @unchecked Sendable {
     public let spec: BackendSpec
     /// The kind's name, e.g. "tap".
     public let kind: String
-    public let eventLoop: EventLoop
+    public let eventLoop: NetEventLoop
     /// What the backend is attached to, for messages: an interface name, a socket path.
     /// Read on every I/O call (for error messages): no run-time exclusivity check.
     @exclusivity(unchecked) public internal(set) var name: String
@@ -89,7 +89,7 @@ open class NetBackend: @unchecked Sendable {
     private var linkStateHandler: (@Sendable (_ up: Bool) -> Void)?
     private var discardBuffer: UnsafeMutableRawPointer?
 
-    public init(spec: BackendSpec, kind: String, name: String, eventLoop: EventLoop) {
+    public init(spec: BackendSpec, kind: String, name: String, eventLoop: NetEventLoop) {
         self.spec = spec
         self.kind = kind
         self.name = name

@@ -16,7 +16,7 @@ public enum Availability: Sendable, Equatable, CustomStringConvertible {
 /// One kind of backend: its name, the spec prefixes that select it (as bhyve's
 /// net_backend_set), and how to open one.
 public struct BackendKind: Sendable {
-    public typealias Opener = @Sendable (_ spec: BackendSpec, _ loop: EventLoop) throws(NetBackendError) -> NetBackend
+    public typealias Opener = @Sendable (_ spec: BackendSpec, _ loop: NetEventLoop) throws(NetBackendError) -> NetBackend
 
     public let name: String
     public let prefixes: [String]
@@ -35,11 +35,10 @@ public struct BackendKind: Sendable {
     }
 }
 
-/// The kinds a spec can name. `shared` holds the built-in ones; a library user may
-/// `register` a kind of their own, which then also answers to `type=`.
+/// The kinds a spec can name. `shared` (declared beside the backends, so that Core names
+/// none of them) holds the built-in ones; a library user may `register` a kind of their
+/// own, which then also answers to `type=`.
 public final class BackendRegistry: @unchecked Sendable {
-    public static let shared = BackendRegistry(kinds: BuiltinBackends.kinds)
-
     private let lock = ConditionLock()
     private var registered: [BackendKind]
 
@@ -82,7 +81,7 @@ public final class BackendRegistry: @unchecked Sendable {
     }
 
     /// Parses `text` and opens the backend it names on `loop`.
-    public func open(_ text: String, on loop: EventLoop) throws(NetBackendError) -> NetBackend {
+    public func open(_ text: String, on loop: NetEventLoop) throws(NetBackendError) -> NetBackend {
         let spec = try BackendSpec(parsing: text)
         let kind = try kind(for: spec)
         if case .unavailable(let why) = kind.availability() {

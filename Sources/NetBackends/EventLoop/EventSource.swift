@@ -1,19 +1,19 @@
-/// One registration with an `EventLoop`: a descriptor, its handler and the interest
-/// currently enabled. See `EventLoop` for the threading contract.
+/// One registration with an `NetEventLoop`: a descriptor, its handler and the interest
+/// currently enabled. See `NetEventLoop` for the threading contract.
 public final class EventSource: @unchecked Sendable {
     public let fd: Int32
     public let name: String
     let id: UInt64
-    let handler: EventLoop.Handler
-    private unowned let loop: EventLoop
+    let handler: NetEventLoop.Handler
+    private unowned let loop: NetEventLoop
     private let ownsDescriptor: Bool
     // Guarded by loop.lock.
-    var enabled: EventLoop.Interest = []
+    var enabled: NetEventLoop.Interest = []
     var running = false
     var waiters = 0
     var cancelled = false
 
-    init(loop: EventLoop, id: UInt64, fd: Int32, name: String, ownsDescriptor: Bool, handler: @escaping EventLoop.Handler) {
+    init(loop: NetEventLoop, id: UInt64, fd: Int32, name: String, ownsDescriptor: Bool, handler: @escaping NetEventLoop.Handler) {
         self.loop = loop
         self.id = id
         self.fd = fd
@@ -23,7 +23,7 @@ public final class EventSource: @unchecked Sendable {
     }
 
     /// Adds `interest`; the handler is called while the descriptor is ready for it.
-    public func enable(_ interest: EventLoop.Interest) {
+    public func enable(_ interest: NetEventLoop.Interest) {
         loop.lock.lock()
         defer { loop.lock.unlock() }
         let old = enabled
@@ -33,7 +33,7 @@ public final class EventSource: @unchecked Sendable {
 
     /// Removes `interest`. From another thread: returns once the handler is not
     /// running, and no call for `interest` starts after that.
-    public func disable(_ interest: EventLoop.Interest) {
+    public func disable(_ interest: NetEventLoop.Interest) {
         loop.lock.lock()
         defer { loop.lock.unlock() }
         let old = enabled
@@ -42,7 +42,7 @@ public final class EventSource: @unchecked Sendable {
         loop.waitNotRunningLocked(self)
     }
 
-    public var isEnabled: EventLoop.Interest {
+    public var isEnabled: NetEventLoop.Interest {
         loop.lock.withLock { enabled }
     }
 

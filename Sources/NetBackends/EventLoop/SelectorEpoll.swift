@@ -2,13 +2,13 @@
 import CNetBackends
 import Glibc
 
-/// epoll, eventfd and timerfd: the Linux half of `EventLoop`. Each registration's id
+/// epoll, eventfd and timerfd: the Linux half of `NetEventLoop`. Each registration's id
 /// rides in epoll's user data, so an event for a closed-and-reused descriptor is
 /// recognised as stale by the loop's id lookup.
 final class Selector: @unchecked Sendable {
     struct Event {
         var id: UInt64
-        var ready: EventLoop.Interest
+        var ready: NetEventLoop.Interest
     }
 
     private let epfd: Int32
@@ -28,14 +28,14 @@ final class Selector: @unchecked Sendable {
         _ = Glibc.close(epfd)
     }
 
-    private static func mask(_ i: EventLoop.Interest) -> UInt32 {
+    private static func mask(_ i: NetEventLoop.Interest) -> UInt32 {
         var m: UInt32 = 0
         if i.contains(.read) { m |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
         if i.contains(.write) { m |= EPOLLOUT.rawValue }
         return m
     }
 
-    func update(fd: Int32, id: UInt64, old: EventLoop.Interest, new: EventLoop.Interest) throws(SystemCallError) {
+    func update(fd: Int32, id: UInt64, old: NetEventLoop.Interest, new: NetEventLoop.Interest) throws(SystemCallError) {
         var ev = epoll_event(events: Self.mask(new), data: epoll_data_t(u64: id))
         let op: Int32
         if new.isEmpty { op = EPOLL_CTL_DEL } else if old.isEmpty { op = EPOLL_CTL_ADD } else { op = EPOLL_CTL_MOD }
@@ -56,7 +56,7 @@ final class Selector: @unchecked Sendable {
             }
             for i in 0..<Int(n) {
                 let e = raw[i].events
-                var ready: EventLoop.Interest = []
+                var ready: NetEventLoop.Interest = []
                 if e & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { ready.insert(.read) }
                 if e & (EPOLLOUT.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { ready.insert(.write) }
                 out[i] = Event(id: raw[i].data.u64, ready: ready)

@@ -2,7 +2,7 @@
 import CNetBackends
 import Glibc
 
-extension EventLoop {
+extension NetEventLoop {
     /// Blocks `signals` in the calling thread and every thread it creates afterwards, so
     /// they reach only a signalfd. Call early in `main`, before any thread exists.
     public static func blockSignals(_ signals: [Int32]) {

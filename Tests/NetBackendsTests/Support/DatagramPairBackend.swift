@@ -21,7 +21,7 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
     /// writes and reads it), and `offloads` what the backend offers, as a tap would.
     /// `sendBuffer` shrinks SO_SNDBUF, which is what limits a socketpair's datagrams in
     /// flight (the max_dgram_qlen limit does not apply between mutually connected ends).
-    init(loop: EventLoop, headerLength: Int = 0, offloads: VirtioNetFeatures = [], sendBuffer: Int32? = nil) throws {
+    init(loop: NetEventLoop, headerLength: Int = 0, offloads: VirtioNetFeatures = [], sendBuffer: Int32? = nil) throws {
         self.headerLength = headerLength
         self.offloads = offloads
         var fds: [Int32] = [-1, -1]
@@ -65,12 +65,12 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
         var msg = msghdr()
         msg.msg_iov = UnsafeMutablePointer(mutating: buffers.baseAddress)
         msg.msg_iovlen = buffers.count
-        let n = recvmsg(fd, &msg, Int32(MSG_TRUNC))
+        let n = recvmsg(fd, &msg, cnb_MSG_TRUNC)
         if n < 0 {
             if errno == EAGAIN { return .empty }
             throw .system(SystemCallError(call: "recvmsg", device: name, errno: errno))
         }
-        if msg.msg_flags & Int32(MSG_TRUNC) != 0 {
+        if msg.msg_flags & cnb_MSG_TRUNC != 0 {
             statistics.countDrop(.noSpace)
             return .dropped(length: n, reason: .noSpace)
         }

@@ -1,17 +1,17 @@
 import Foundation
 import NetBackends
 
-/// An `EventLoop` running on a thread of its own, as a VMM's I/O thread runs it.
+/// An `NetEventLoop` running on a thread of its own, as a VMM's I/O thread runs it.
 /// `join` waits for `run()` to return and hands back what it threw; going away stops it.
 final class LoopThread: @unchecked Sendable {
-    let loop: EventLoop
+    let loop: NetEventLoop
     private let done = DispatchSemaphore(value: 0)
     private let outcome = Locked<(any Error)?>(nil)
     private var joined = false
 
     /// Starts `loop.run()` (a new loop when nil) on a new thread.
-    init(_ loop: EventLoop? = nil) throws {
-        let l = try loop ?? EventLoop()
+    init(_ loop: NetEventLoop? = nil) throws {
+        let l = try loop ?? NetEventLoop()
         self.loop = l
         let outcome = self.outcome, done = self.done
         let thread = Thread {

@@ -11,7 +11,7 @@ final class TapFixture {
     static let kernelIP: [UInt8] = [10, 66, 0, 1]
 
     let ns: TestNamespace
-    let loop: EventLoop
+    let loop: NetEventLoop
     let tap: NetBackend
     let headerLength: Int
     let tapMAC: [UInt8]
@@ -22,7 +22,7 @@ final class TapFixture {
         ns = try TestNamespace("tapk")
         // Without IPv6 the kernel sends nothing unasked (no router solicitations, no MLD).
         try ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-        loop = try EventLoop()
+        loop = try NetEventLoop()
         tap = try BackendRegistry.shared.open("\(device),netns=\(ns.name)\(options)", on: loop)
         self.headerLength = headerLength
         try tap.setCapabilities(features, vnetHeaderLength: headerLength)

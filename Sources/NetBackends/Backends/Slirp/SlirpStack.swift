@@ -5,7 +5,7 @@ import Logging
 import Glibc
 #endif
 
-/// One libslirp instance driven by an `EventLoop` (API: libslirp.h of libslirp 4.7).
+/// One libslirp instance driven by an `NetEventLoop` (API: libslirp.h of libslirp 4.7).
 ///
 /// Everything runs on the loop thread. Each loop round, in a before-wait hook:
 /// 1. the results of the previous wait are handed to libslirp (`poll(2)` with zero
@@ -36,7 +36,7 @@ final class SlirpStack: @unchecked Sendable {
 
     /// Creates the stack and its port forwards. A forward whose host port cannot be
     /// bound throws `.badSpec` naming the rule and the port.
-    init(_ c: SlirpConfiguration, specText: String, eventLoop: EventLoop) throws(NetBackendError) {
+    init(_ c: SlirpConfiguration, specText: String, eventLoop: NetEventLoop) throws(NetBackendError) {
         configuration = c
         do {
             // Room for a burst: at least 64 frames, up to 4 MiB of slots.

@@ -19,7 +19,7 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     )
 
     /// Opens the kind a spec asks for: the helper-process backend or the in-process one.
-    public static func open(_ spec: BackendSpec, on loop: EventLoop) throws(NetBackendError) -> NetBackend {
+    public static func open(_ spec: BackendSpec, on loop: NetEventLoop) throws(NetBackendError) -> NetBackend {
         let r = SpecReader(spec, repeatable: ["hostfwd"])
         let configuration = try SlirpConfiguration(r)
         try r.finish(kind: "slirp")
@@ -45,7 +45,7 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
     private var coalesceIPv6 = false
 
     /// The in-process stack, whatever `helper=` says (the helper process uses this).
-    public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: NetEventLoop) throws(NetBackendError) {
         stack = try SlirpStack(configuration, specText: spec.text, eventLoop: eventLoop)
         contiguous = .allocate(byteCount: contiguousSize, alignment: 64)
         built = .allocate(byteCount: TCPCoalescer.scratchSize, alignment: 64)

@@ -6,10 +6,11 @@ import Glibc
 /// Socket system calls shared by the stream and dgram backends. Each throws a
 /// `SystemCallError` naming the call, the address and errno (socket(7), unix(7), ip(7)).
 enum SocketCall {
-    static let stream = Int32(SOCK_STREAM.rawValue)
-    static let datagram = Int32(SOCK_DGRAM.rawValue)
-    static let cloexec = Int32(SOCK_CLOEXEC.rawValue)
-    static let nonblocking = Int32(SOCK_NONBLOCK.rawValue)
+    static let stream = cnb_SOCK_STREAM
+    static let datagram = cnb_SOCK_DGRAM
+    static let seqpacket = cnb_SOCK_SEQPACKET
+    static let cloexec = cnb_SOCK_CLOEXEC
+    static let nonblocking = cnb_SOCK_NONBLOCK
 
     /// A new close-on-exec socket, non-blocking unless `blocking`.
     static func make(family: Int32, type: Int32, blocking: Bool = false, device: String) throws(SystemCallError) -> Int32 {
@@ -96,7 +97,7 @@ enum SocketCall {
     @inline(__always)
     static func recvmsg(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, device: String) throws(SystemCallError) -> IOResult {
         while true {
-            let n = Glibc.recvmsg(fd, message, Int32(MSG_DONTWAIT))
+            let n = Glibc.recvmsg(fd, message, cnb_MSG_DONTWAIT)
             if n >= 0 { return .processed(n) }
             let e = errno
             if e == EINTR { continue }

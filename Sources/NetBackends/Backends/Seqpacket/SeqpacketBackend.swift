@@ -1,3 +1,4 @@
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,7 +38,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     private var owesWritable = false
 
     public init(spec: BackendSpec, kind: String, name: String, fd: Int32, linkHeaderLength: Int = 0,
-                eventLoop: EventLoop) throws(NetBackendError) {
+                eventLoop: NetEventLoop) throws(NetBackendError) {
         precondition(linkHeaderLength == 0 || linkHeaderLength == VirtioNetHeader.mergeableLength)
         self.linkHeaderLength = linkHeaderLength
         outgoing = SeqpacketSendBatch(capacity: Self.batchSize, slotSize: maximumFrameLength + linkHeaderLength)
@@ -225,7 +226,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         guard fd >= 0 else { return 0 }
         if let slot = incoming.peek() { return slot.length - linkHeaderLength + vnetHeaderLength }
-        let n = recv(fd, nil, 0, Int32(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT))
+        let n = recv(fd, nil, 0, cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT)
         return n > 0 ? n - linkHeaderLength + vnetHeaderLength : 0
     }
 

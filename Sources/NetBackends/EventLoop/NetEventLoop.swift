@@ -19,7 +19,7 @@ import Darwin
 ///   handler may stop after a batch to let others run.
 /// - A fully disabled descriptor is removed from epoll, because epoll reports HUP and ERR
 ///   even with an empty interest mask: a vanished tap must not make the loop spin.
-public final class EventLoop: @unchecked Sendable {
+public final class NetEventLoop: @unchecked Sendable {
     public struct Interest: OptionSet, Sendable, Hashable {
         public let rawValue: UInt8
         public init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -25,7 +25,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         case connect(reconnectSeconds: Int)
     }
 
-    let address: SocketAddress
+    let address: NetSocketAddress
     let resolved: ResolvedSocketAddress
     let role: Role
     let vnet: Bool
@@ -63,7 +63,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// Opens the backend a spec describes: a listener is bound and listening, a connecting
     /// side connected once, when this returns. Bad options throw `.badSpec`; a refused or
     /// failed first connection throws `.system` (netbe exits 1).
-    public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
         let listenText = try r.string("listen")
         let connectText = try r.string("connect")
@@ -74,10 +74,10 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         switch (listenText, connectText) {
         case (let l?, nil):
             if reconnect != nil { throw bad("reconnect= goes with connect=, not listen=") }
-            address = try SocketAddress(parsing: l)
+            address = try NetSocketAddress(parsing: l)
             role = .listen
         case (nil, let c?):
-            address = try SocketAddress(parsing: c)
+            address = try NetSocketAddress(parsing: c)
             role = .connect(reconnectSeconds: reconnect ?? 0)
         case (nil, nil): throw bad("give listen=ADDR or connect=ADDR")
         default: throw bad("give listen= or connect=, not both")
@@ -196,7 +196,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         do throws(NetBackendError) { try detach(why, badInput: badInput) } catch { eventLoop.stop(throwing: error) }
     }
 
-    private func connectionReady(_ ready: EventLoop.Interest) {
+    private func connectionReady(_ ready: NetEventLoop.Interest) {
         if ready.contains(.write) {
             connectionSource?.disable(.write)
             writable()

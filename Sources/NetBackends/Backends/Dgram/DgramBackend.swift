@@ -1,3 +1,4 @@
+import CNetBackends
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -26,8 +27,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     }
 
     let mode: Mode
-    let local: SocketAddress?
-    let remote: SocketAddress?
+    let local: NetSocketAddress?
+    let remote: NetSocketAddress?
     let log = Logger(label: "netbe.dgram")
 
     /// Receives frames (and sends them, except for a multicast hub).
@@ -61,15 +62,15 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
 
     /// Opens and binds the socket(s) a spec describes; bad or inconsistent options throw
     /// `.badSpec`, a socket that cannot be bound `.system`.
-    public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
         let localText = try r.string("local")
         let remoteText = try r.string("remote")
         let vfkit = try r.bool("vfkit", default: false)
         try r.finish(kind: "dgram")
         func bad(_ why: String) -> NetBackendError { .badSpec("bad spec '\(spec.text)': \(why)") }
-        local = try localText.map { (t) throws(NetBackendError) in try SocketAddress(parsing: t) }
-        remote = try remoteText.map { (t) throws(NetBackendError) in try SocketAddress(parsing: t) }
+        local = try localText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
+        remote = try remoteText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
         for a in [local, remote].compactMap({ $0 }) {
             if case .tcp = a { throw bad("a dgram needs unix: or udp: addresses, not tcp:") }
         }
@@ -196,7 +197,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
                 if let own = ownAddress, sender.sameAs(own) { continue }
                 if mode == .vfkit, !learnPeer(datagram: buffers, length: n, sender: sender) { continue }
             }
-            if message.msg_flags & Int32(MSG_TRUNC) != 0 || n < 14 {
+            if message.msg_flags & cnb_MSG_TRUNC != 0 || n < 14 {
                 statistics.countDrop(.truncated)
                 return .dropped(length: n, reason: .truncated)
             }

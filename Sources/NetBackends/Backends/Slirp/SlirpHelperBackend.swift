@@ -1,3 +1,4 @@
+import CNetBackends
 import CSlirp
 import Logging
 #if canImport(Glibc)
@@ -24,7 +25,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     private var recentRestarts: [Int64] = []
     private let log = Logger(label: "netbe.slirp")
 
-    public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: NetEventLoop) throws(NetBackendError) {
         self.configuration = configuration
         // Resolved now: after a privilege drop /proc/self/exe may no longer be readable.
         program = Self.executable ?? Self.ownExecutable()
@@ -66,7 +67,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         let n = message.count
         var sent = -1
         for _ in 0..<100 {
-            sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
             if sent == n || (errno != EAGAIN && errno != EINTR) { break }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 10)

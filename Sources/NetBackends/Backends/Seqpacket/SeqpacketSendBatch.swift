@@ -1,4 +1,4 @@
-import CSlirp
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -61,7 +61,7 @@ final class SeqpacketSendBatch {
     /// drops the whole rest of the batch and is returned.
     func write(fd: Int32) -> WriteResult {
         while sent < count {
-            let n = netbe_sendmmsg(fd, slots.headers + sent, UInt32(count - sent), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            let n = cnb_sendmmsg(fd, slots.headers + sent, UInt32(count - sent), cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL)
             if n > 0 {
                 sent += Int(n)
                 continue

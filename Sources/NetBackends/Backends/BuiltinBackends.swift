@@ -2,6 +2,11 @@
 import Glibc
 #endif
 
+extension BackendRegistry {
+    /// The built-in kinds; a new backend adds itself to `BuiltinBackends.kinds`, nothing in Core.
+    public static let shared = BackendRegistry(kinds: BuiltinBackends.kinds)
+}
+
 /// The kinds `BackendRegistry.shared` starts with, in bhyve's prefix order.
 enum BuiltinBackends {
     static var kinds: [BackendKind] {

@@ -1,3 +1,4 @@
+import CNetBackends
 import CSlirp
 import Logging
 #if canImport(Glibc)
@@ -16,15 +17,15 @@ public enum SlirpHelper {
     /// Runs until the main process goes away; returns the exit status.
     public static func run(socket fd: Int32, parent: pid_t, spec text: String) -> Int32 {
         let log = Logger(label: "netbe.slirp-helper")
-        if netbe_die_with_parent(SIGKILL) != 0 || getppid() != parent {
+        if cnb_set_parent_death_signal(SIGKILL) != 0 || getppid() != parent {
             return 1
         }
         signal(SIGPIPE, SIG_IGN)
-        let loop: EventLoop
+        let loop: NetEventLoop
         let stack: SlirpStack
         let link: SlirpHelperLink
         do {
-            loop = try EventLoop()
+            loop = try NetEventLoop()
             let spec = try BackendSpec(parsing: text)
             let reader = SpecReader(spec, repeatable: ["hostfwd"])
             let configuration = try SlirpConfiguration(reader)
@@ -41,7 +42,7 @@ public enum SlirpHelper {
             return 1
         }
         var ready = SlirpHelperProcess.readyMessage
-        guard send(fd, &ready, 1, Int32(MSG_NOSIGNAL)) == 1 else { return 1 }
+        guard send(fd, &ready, 1, cnb_MSG_NOSIGNAL) == 1 else { return 1 }
         link.start()
         defer {
             link.close()
@@ -63,7 +64,7 @@ public enum SlirpHelper {
     private static func report(_ fd: Int32, status: Int32, _ message: String) {
         let digit = UInt8(ascii: "0") + UInt8(clamping: max(0, min(9, status)))
         var bytes = [SlirpHelperProcess.errorMessage, digit] + Array(message.utf8.prefix(1000))
-        _ = send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL))
+        _ = send(fd, &bytes, bytes.count, cnb_MSG_NOSIGNAL)
     }
 
     /// As root, becomes `nobody` (groups, gid, then uid); otherwise keeps the user.

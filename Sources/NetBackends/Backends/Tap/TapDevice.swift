@@ -72,7 +72,7 @@ struct TapDevice {
 
     /// MTU, MAC and up/down through an ioctl socket of the current namespace.
     private static func configureLink(name: String, _ o: Options) throws(NetBackendError) {
-        let sock = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let sock = socket(AF_INET, SocketCall.datagram | SocketCall.cloexec, 0)
         if sock < 0 { throw .system(SystemCallError(call: "socket", device: name, errno: errno)) }
         defer { _ = Glibc.close(sock) }
         if let mtu = o.mtu, cnb_if_set_mtu(sock, name, Int32(mtu)) < 0 {

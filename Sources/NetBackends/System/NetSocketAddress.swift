@@ -4,7 +4,7 @@ import Glibc
 
 /// A socket address as written in a spec (CONTRACT.md): `unix:PATH`, `tcp:HOST:PORT`,
 /// `udp:HOST:PORT`, with IPv6 hosts in brackets (`tcp:[::1]:5555`).
-public enum SocketAddress: Equatable, Sendable, CustomStringConvertible {
+public enum NetSocketAddress: Equatable, Sendable, CustomStringConvertible {
     case unix(path: String)
     case tcp(host: String, port: UInt16)
     case udp(host: String, port: UInt16)
@@ -70,7 +70,7 @@ public enum SocketAddress: Equatable, Sendable, CustomStringConvertible {
             return ResolvedSocketAddress(unixPath: path)
         case .tcp(let host, let port), .udp(let host, let port):
             var hints = addrinfo()
-            hints.ai_socktype = self.isTCP ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)
+            hints.ai_socktype = self.isTCP ? SocketCall.stream : SocketCall.datagram
             hints.ai_flags = AI_NUMERICSERV
             var result: UnsafeMutablePointer<addrinfo>?
             let rc = getaddrinfo(host, String(port), &hints, &result)

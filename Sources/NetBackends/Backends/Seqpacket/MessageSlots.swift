@@ -1,4 +1,4 @@
-import CSlirp
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +11,7 @@ final class MessageSlots {
     let slotSize: Int
     let storage: UnsafeMutableRawPointer
     let vectors: UnsafeMutablePointer<iovec>
-    let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    let headers: UnsafeMutablePointer<cnb_mmsghdr>
 
     /// `vectorLength`: each iovec's initial length (a receive ring offers whole slots,
     /// a send batch sets each frame's length as it is queued).
@@ -23,7 +23,7 @@ final class MessageSlots {
         headers = .allocate(capacity: capacity)
         for i in 0..<capacity {
             vectors[i] = iovec(iov_base: storage + i * slotSize, iov_len: vectorLength)
-            var h = netbe_mmsghdr()
+            var h = cnb_mmsghdr()
             h.msg_hdr.msg_iov = vectors + i
             h.msg_hdr.msg_iovlen = 1
             headers[i] = h

@@ -1,4 +1,4 @@
-import CSlirp
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,7 +33,7 @@ final class SeqpacketReceiveRing {
     func peek() -> Slot? {
         guard next < filled else { return nil }
         let h = slots.headers[next]
-        return Slot(length: Int(h.msg_len), truncated: h.msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0,
+        return Slot(length: Int(h.msg_len), truncated: h.msg_hdr.msg_flags & cnb_MSG_TRUNC != 0,
                     bytes: UnsafeRawPointer(slots.bytes(next)))
     }
 
@@ -45,7 +45,7 @@ final class SeqpacketReceiveRing {
     func fill(fd: Int32) -> Int {
         next = 0
         filled = 0
-        let n = netbe_recvmmsg(fd, slots.headers, UInt32(capacity), Int32(MSG_DONTWAIT | MSG_TRUNC))
+        let n = cnb_recvmmsg(fd, slots.headers, UInt32(capacity), cnb_MSG_DONTWAIT | cnb_MSG_TRUNC)
         if n > 0 { filled = Int(n) }
         return Int(n)
     }

@@ -22,7 +22,7 @@ struct SlirpHelperProcess {
     /// Spawns the helper for `specText` and waits (at most 15 s) for its handshake.
     static func start(executable: String, specText: String) throws(NetBackendError) -> SlirpHelperProcess {
         var pair: [Int32] = [-1, -1]
-        if socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) < 0 {
+        if socketpair(AF_UNIX, SocketCall.seqpacket | SocketCall.cloexec, 0, &pair) < 0 {
             throw .system(SystemCallError(call: "socketpair", device: "slirp helper", errno: errno))
         }
         let ours = pair[0], theirs = pair[1]

@@ -49,7 +49,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         return p
     }()
 
-    public init(spec: BackendSpec, eventLoop: EventLoop) throws(NetBackendError) {
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
         let r = SpecReader(spec)
         let netns = try r.string("netns")
         let vnet = try r.bool("vnet", default: true)

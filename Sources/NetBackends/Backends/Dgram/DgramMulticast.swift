@@ -25,7 +25,7 @@ extension DgramBackend {
             }
         }
         let groupAddress = try remote!.resolve()
-        let groupPort = try SocketAddress.udp(host: group, port: port).resolve()
+        let groupPort = try NetSocketAddress.udp(host: group, port: port).resolve()
         do throws(SystemCallError) {
             fd = try SocketCall.make(family: AF_INET, type: SocketCall.datagram, device: device)
             try SocketCall.setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, call: "SO_REUSEADDR", device: device)

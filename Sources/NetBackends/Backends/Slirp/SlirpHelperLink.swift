@@ -1,3 +1,4 @@
+import CNetBackends
 import CSlirp
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,7 @@ import Glibc
 final class SlirpHelperLink: @unchecked Sendable {
     let fd: Int32
     let stack: SlirpStack
-    private let loop: EventLoop
+    private let loop: NetEventLoop
     private static let header = VirtioNetHeader.mergeableLength
     private let incoming = SeqpacketReceiveRing(capacity: SeqpacketBackend.batchSize,
                                                 slotSize: maximumFrameLength + SlirpHelperLink.header)
@@ -35,7 +36,7 @@ final class SlirpHelperLink: @unchecked Sendable {
     private static let vectorsPerMessage = 1 + TCPCoalescer.maximumSegments
     private static let builtSize = TCPCoalescer.scratchSize
     private let vectors: UnsafeMutablePointer<iovec>
-    private let headers: UnsafeMutablePointer<netbe_mmsghdr>
+    private let headers: UnsafeMutablePointer<cnb_mmsghdr>
     /// Per message: the virtio-net header and, for a run, the super-frame's headers.
     private let built: UnsafeMutableRawPointer
     /// Per message: how many queued frames it carries (skipped ACKs included).
@@ -55,7 +56,7 @@ final class SlirpHelperLink: @unchecked Sendable {
     }
 
     /// `fd`: the helper's end of the socketpair, non-blocking.
-    init(fd: Int32, stack: SlirpStack, eventLoop: EventLoop) throws(NetBackendError) {
+    init(fd: Int32, stack: SlirpStack, eventLoop: NetEventLoop) throws(NetBackendError) {
         self.fd = fd
         self.stack = stack
         loop = eventLoop
@@ -66,7 +67,7 @@ final class SlirpHelperLink: @unchecked Sendable {
         framesPerMessage = .allocate(capacity: batch)
         framesPerMessage.initialize(repeating: 0, count: batch)
         for i in 0..<batch {
-            var h = netbe_mmsghdr()
+            var h = cnb_mmsghdr()
             h.msg_hdr.msg_iov = vectors + i * Self.vectorsPerMessage
             h.msg_hdr.msg_iovlen = 2
             headers[i] = h
@@ -161,7 +162,7 @@ final class SlirpHelperLink: @unchecked Sendable {
         let queue = stack.queue
         while !blocked && !queue.isEmpty {
             let messages = buildMessages()
-            let sent = netbe_sendmmsg(fd, headers, UInt32(messages), Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            let sent = cnb_sendmmsg(fd, headers, UInt32(messages), cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL)
             if sent > 0 {
                 var frames = 0
                 for i in 0..<Int(sent) { frames += framesPerMessage[i] }
