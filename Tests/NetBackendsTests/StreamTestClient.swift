@@ -1,3 +1,4 @@
+import CNetBackends
 import Foundation
 
 /// A client of a stream listener written with plain socket calls, playing a VMM (or

@@ -1,3 +1,4 @@
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
