@@ -1,3 +1,4 @@
+import CNetBackends
 import Foundation
 
 /// A unix datagram socket bound at a path of its own, as a VMM or vfkit would hold.
@@ -8,7 +9,7 @@ final class RawDgramClient {
     init(boundAt path: String) throws {
         self.path = path
         unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        fd = socket(AF_UNIX, cnb_SOCK_DGRAM, 0)
         guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
         var a = Self.address(path)
         let ok = withUnsafePointer(to: &a) { p in

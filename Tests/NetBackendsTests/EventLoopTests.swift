@@ -1,3 +1,4 @@
+import CNetBackends
 import Foundation
 import NetBackends
 import Testing
@@ -86,7 +87,7 @@ import Testing
                 guard pipe(&fds) == 0 else { throw TestFailure("pipe: \(String(cString: strerror(errno)))") }
                 return (fds[0], fds[1])
             case .socketPeerClosed:
-                guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
+                guard socketpair(AF_UNIX, cnb_SOCK_STREAM, 0, &fds) == 0 else {
                     throw TestFailure("socketpair: \(String(cString: strerror(errno)))")
                 }
                 return (fds[0], fds[1])

@@ -1,3 +1,4 @@
+import CNetBackends
 import Foundation
 
 /// A namespace whose tap0 is joined by `netbe connect` to a slirp backend: the guest
@@ -139,7 +140,7 @@ func udpExchange(in ns: TestNamespace, host: String, port: Int, message: String)
 
 /// Whether a TCP connection to HOST:PORT (IPv4) is accepted within a second.
 func tcpConnects(_ host: String, _ port: Int) -> Bool {
-    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let s = socket(AF_INET, cnb_SOCK_STREAM, 0)
     guard s >= 0 else { return false }
     defer { close(s) }
     var tv = timeval(tv_sec: 1, tv_usec: 0)

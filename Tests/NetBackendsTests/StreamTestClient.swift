@@ -7,7 +7,7 @@ final class RawStreamClient {
     let fd: Int32
 
     init(unixPath path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_UNIX, cnb_SOCK_STREAM, 0)
         guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
         var a = sockaddr_un()
         a.sun_family = sa_family_t(AF_UNIX)

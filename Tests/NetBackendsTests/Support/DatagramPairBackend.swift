@@ -26,7 +26,7 @@ final class DatagramPairBackend: NetBackend, @unchecked Sendable {
         self.headerLength = headerLength
         self.offloads = offloads
         var fds: [Int32] = [-1, -1]
-        let type = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let type = cnb_SOCK_DGRAM | cnb_SOCK_NONBLOCK | cnb_SOCK_CLOEXEC
         guard socketpair(AF_UNIX, type, 0, &fds) == 0 else {
             throw SystemCallError(call: "socketpair", device: "dgram pair", errno: errno)
         }

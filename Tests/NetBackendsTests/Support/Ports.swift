@@ -1,9 +1,10 @@
+import CNetBackends
 import Foundation
 
 /// A socket bound to 127.0.0.1 on a port the kernel picked: (descriptor, port).
 /// The caller closes it (or listens on it, to hold the port).
 func bindLoopback(udp: Bool = false) throws -> (fd: Int32, port: Int) {
-    let fd = socket(AF_INET, udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, udp ? cnb_SOCK_DGRAM : cnb_SOCK_STREAM, 0)
     guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
