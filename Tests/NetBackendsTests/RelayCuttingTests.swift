@@ -1,3 +1,4 @@
+import CNetBackends
 import Foundation
 import NetBackends
 import Testing
