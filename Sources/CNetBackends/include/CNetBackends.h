@@ -74,6 +74,11 @@ int cnb_recvmmsg(int fd, struct cnb_mmsghdr *v, unsigned int n, int flags);
 int cnb_setns(int fd, int nstype);
 extern const int cnb_CLONE_NEWNET;
 
+// Relaxed 64-bit loads and stores for counters that one thread writes and any thread
+// reads (BackendStatistics): never torn, and visible to ThreadSanitizer as atomics.
+static inline uint64_t cnb_relaxed_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void cnb_relaxed_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 // ioctl with a pointer or a by-value argument (ioctl(2) is variadic).
 int cnb_ioctl_ptr(int fd, unsigned long request, void *arg);
 int cnb_ioctl_ulong(int fd, unsigned long request, unsigned long arg);

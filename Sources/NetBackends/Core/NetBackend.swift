@@ -1,3 +1,4 @@
+import Logging
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -82,6 +83,8 @@ open class NetBackend: @unchecked Sendable {
     public private(set) var frontendHeaderLength = 0
     public private(set) var negotiatedFeatures: VirtioNetFeatures = []
     public let statistics = BackendStatistics()
+    /// The event loop's logger with this backend's kind and name as metadata.
+    public let logger: Logger
 
     private var source: EventSource?
     private var receiveHandler: (@Sendable () -> Void)?
@@ -94,6 +97,9 @@ open class NetBackend: @unchecked Sendable {
         self.kind = kind
         self.name = name
         self.eventLoop = eventLoop
+        var logger = eventLoop.logger
+        logger[metadataKey: "backend"] = "\(kind) \(name)"
+        self.logger = logger
     }
 
     deinit {

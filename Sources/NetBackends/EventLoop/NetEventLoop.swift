@@ -1,3 +1,4 @@
+import Logging
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -29,6 +30,8 @@ public final class NetEventLoop: @unchecked Sendable {
 
     public typealias Handler = @Sendable (_ ready: Interest) -> Void
 
+    /// Where this loop's backends log; a library user passes their own (swift-log).
+    public let logger: Logger
     let lock = ConditionLock()
     let selector: Selector
     private var sources: [UInt64: EventSource] = [:]
@@ -40,7 +43,10 @@ public final class NetEventLoop: @unchecked Sendable {
     private var loopThread: pthread_t?
     private var wakeSource: EventSource?
 
-    public init() throws(SystemCallError) {
+    /// `logger` is handed to every backend opened on this loop (each adds its kind and
+    /// name as metadata).
+    public init(logger: Logger = Logger(label: "netbe")) throws(SystemCallError) {
+        self.logger = logger
         selector = try Selector()
         let wake = try selector.makeEventFD()
         wakeSource = try watch(fd: wake, name: "eventloop-wakeup", ownsDescriptor: true) { [unowned self] _ in

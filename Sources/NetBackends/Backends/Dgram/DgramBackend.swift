@@ -29,7 +29,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     let mode: Mode
     let local: NetSocketAddress?
     let remote: NetSocketAddress?
-    let log = Logger(label: "netbe.dgram")
+    var log: Logger { logger }
 
     /// Receives frames (and sends them, except for a multicast hub).
     var fd: Int32 = -1

@@ -23,7 +23,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     private var helper: SlirpHelperProcess?
     private let program: String
     private var recentRestarts: [Int64] = []
-    private let log = Logger(label: "netbe.slirp")
+    private var log: Logger { logger }
 
     public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: NetEventLoop) throws(NetBackendError) {
         self.configuration = configuration

@@ -26,7 +26,7 @@ struct SlirpHelperProcess {
             throw .system(SystemCallError(call: "socketpair", device: "slirp helper", errno: errno))
         }
         let ours = pair[0], theirs = pair[1]
-        let args = [executable, SlirpHelper.subcommand, "--fd", String(helperFD), "--parent", String(getpid()), specText]
+        let args = SlirpHelper.Invocation(fd: helperFD, parent: getpid(), spec: specText).arguments(program: executable)
         let pid: pid_t
         do {
             pid = try spawn(executable, args, passing: theirs)

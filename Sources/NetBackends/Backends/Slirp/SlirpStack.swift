@@ -24,7 +24,7 @@ final class SlirpStack: @unchecked Sendable {
     private let pollSet: SlirpPollSet
     private var timers: [SlirpTimer] = []
     private var filled = false
-    private let log = Logger(label: "netbe.slirp")
+    private let log: Logger
     private var pollSource: EventSource?
     /// Called at the end of each loop round's libslirp work when frames wait in `queue`,
     /// so that a consumer can take them before the wait instead of one round later
@@ -38,6 +38,9 @@ final class SlirpStack: @unchecked Sendable {
     /// bound throws `.badSpec` naming the rule and the port.
     init(_ c: SlirpConfiguration, specText: String, eventLoop: NetEventLoop) throws(NetBackendError) {
         configuration = c
+        var log = eventLoop.logger
+        log[metadataKey: "backend"] = "slirp"
+        self.log = log
         do {
             // Room for a burst: at least 64 frames, up to 4 MiB of slots.
             let slots = max(64, min(1024, (4 << 20) / c.maximumFrame))

@@ -29,7 +29,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     let resolved: ResolvedSocketAddress
     let role: Role
     let vnet: Bool
-    let log = Logger(label: "netbe.stream")
+    var log: Logger { logger }
 
     // The attached peer, if any.
     var connectionFD: Int32 = -1
