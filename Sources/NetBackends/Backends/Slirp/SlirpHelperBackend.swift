@@ -203,8 +203,8 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         recentDeaths = recentDeaths.filter { now - $0 < Int64(limit.seconds) * 1000 } + [now]
         if recentDeaths.count > limit.deaths {
             phase = .stopped
+            // The loop's caller reports it (netbe logs it and exits 1).
             let why = "slirp helper died \(recentDeaths.count) times within \(limit.seconds) s; giving up"
-            log.error("\(why)")
             eventLoop.stop(throwing: NetBackendError.deviceGone(why))
             return
         }
