@@ -31,6 +31,12 @@ import Testing
         let second = try #require(net.helperPID())
         defer { kill(second, SIGKILL) }
         #expect(second != first)
+        // The spawner thread dropped root with the rest of netbe (setuid applies to every
+        // thread): the new helper was never root.
+        let nobody = Int(try sh("id", "-u", "nobody").trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(processUID(second) == nobody)
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(net.netbe.pid)/task")
+        #expect(tasks.allSatisfy { processUID(net.netbe.pid, task: $0) == nobody }, "a netbe thread kept another uid")
         let held = try SocketsHeld(of: net.netbe.pid)
         defer { held.close() }
         net.netbe.signal(SIGKILL)
