@@ -120,9 +120,12 @@ import Testing
         var status: Int32 = 0
         #expect(waitpid(helper, &status, 0) == helper)
         let innocent = try #require(try processWithPID(helper), "could not get pid \(helper) again for a bystander")
-        defer { if innocent.isRunning { innocent.terminate() }; innocent.waitUntilExit() }
+        defer {
+            kill(innocent, SIGKILL)
+            waitpid(innocent, &status, 0)
+        }
         backend.close()
-        #expect(innocent.isRunning, "closing the backend killed pid \(helper), which is no longer its helper")
+        #expect(processAlive(innocent), "closing the backend killed pid \(helper), which is no longer its helper")
     }
 
     /// More than five deaths within ten seconds: netbe gives up, says so and exits 1.
@@ -175,17 +178,19 @@ func processAlive(_ pid: Int32) -> Bool {
 }
 
 /// Starts `sleep 5` as `pid` (the kernel's ns_last_pid, as CRIU restores pids), retrying
-/// while other processes take the number first; nil when it never worked.
-func processWithPID(_ pid: Int32) throws -> Process? {
+/// while other processes or threads take the number first; nil when it never worked.
+/// posix_spawn directly: Foundation's Process may start threads, which take pids too.
+func processWithPID(_ pid: Int32) throws -> Int32? {
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup("sleep"), strdup("5"), nil]
+    defer { argv.forEach { free($0) } }
     for _ in 0..<50 {
         try String(pid - 1).write(toFile: "/proc/sys/kernel/ns_last_pid", atomically: false, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        p.arguments = ["5"]
-        try p.run()
-        if p.processIdentifier == pid { return p }
-        p.terminate()
-        p.waitUntilExit()
+        var child: pid_t = 0
+        guard posix_spawn(&child, "/bin/sleep", nil, nil, argv, environ) == 0 else { continue }
+        if child == pid { return child }
+        kill(child, SIGKILL)
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
     }
     return nil
 }

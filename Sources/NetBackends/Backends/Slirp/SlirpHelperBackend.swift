@@ -108,7 +108,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         var sent = -1
         for _ in 0..<(waiting ? 100 : 1) {
             sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
-            if sent == n || (errno != EAGAIN && errno != EINTR) { break }
+            if sent == n || (errno != EAGAIN && errno != EINTR) || !waiting { break }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 10)
         }
@@ -166,7 +166,11 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     }
 
     private func helperExited() {
-        guard let h = helper, let status = h.reap(blocking: false) else { return }
+        // Reaped by someone else (a SIGCHLD handler of the embedding program) counts as
+        // exited with an unknown status: the pidfd stays readable and must be dropped.
+        guard let h = helper else { return }
+        let status = h.reap(blocking: false)
+        guard h.isReaped else { return }
         exitSource?.cancel()
         exitSource = nil
         switch phase {

@@ -22,7 +22,8 @@ final class SlirpHelperProcess: @unchecked Sendable {
     private(set) var fd: Int32
     /// The process's pidfd, open until this value goes away (an event source may watch it).
     let pidfd: Int32
-    private var reaped = false
+    /// Reaped (by `reap`), or found already reaped by someone else.
+    private(set) var isReaped = false
 
     static let readyMessage: UInt8 = UInt8(ascii: "R")
     static let errorMessage: UInt8 = UInt8(ascii: "E")
@@ -177,17 +178,17 @@ final class SlirpHelperProcess: @unchecked Sendable {
     /// (`blocking` false) or when it was reaped already (by us, or by someone else).
     @discardableResult
     func reap(blocking: Bool) -> Int32? {
-        guard !reaped else { return nil }
+        guard !isReaped else { return nil }
         var status: Int32 = 0
         let r = cnb_pidfd_wait(pidfd, blocking ? 0 : 1, &status)
         if r == 0 { return nil }
-        reaped = true
+        isReaped = true
         return r == 1 ? status : nil
     }
 
     /// SIGKILL through the pidfd: never reaches a process that merely got the same pid.
     func kill() {
-        if !reaped { _ = cnb_pidfd_send_signal(pidfd, SIGKILL) }
+        if !isReaped { _ = cnb_pidfd_send_signal(pidfd, SIGKILL) }
     }
 
     /// Closes our end (the helper sees end of file and exits), gives it half a second
@@ -195,7 +196,7 @@ final class SlirpHelperProcess: @unchecked Sendable {
     /// backend, never from a restart.
     func terminate() {
         closeSocket()
-        guard !reaped else { return }
+        guard !isReaped else { return }
         var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
         var r: Int32
         repeat { r = poll(&p, 1, 500) } while r < 0 && errno == EINTR
