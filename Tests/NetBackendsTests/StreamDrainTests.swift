@@ -27,6 +27,30 @@ import Testing
         #expect(got == rounds * frames, "frames from short-lived peers lost: \(got) of \(rounds * frames) arrived; \(peers.stderr)\n\(netbe.stdout)")
     }
 
+    /// A peer that closes in the middle of a frame: the whole frames before it are
+    /// relayed, the cut one is counted as `truncated` in netbe's report.
+    @Test func aFrameCutByTheCloseIsCountedAsTruncated() throws {
+        let pa = TestSocketPath("cut-a"), pb = TestSocketPath("cut-b")
+        let netbe = try NetbeBinary.start(["connect", "stream,listen=unix:\(pa.path)", "stream,listen=unix:\(pb.path)"])
+        defer { _ = try? netbe.stop() }
+        let receiver = try RawStreamClient(unixPath: pb.path)
+        let frame = [UInt8](repeating: 0xff, count: 6) + [2, 0, 0, 0, 0, 1, 0x88, 0xb5] + [UInt8](repeating: 7, count: 50)
+        do {
+            let sender = try RawStreamClient(unixPath: pa.path)
+            try sender.sendFrame(frame)
+            try sender.sendFrame(frame)
+            try sender.write([0, 0, 0, 64] + [UInt8](repeating: 1, count: 20))
+        }
+        #expect(receiver.readFrame() == frame)
+        #expect(receiver.readFrame() == frame)
+        try waitUntil(5, "netbe to drop the peer") { netbe.stderr.contains("in the middle of a frame") }
+        _ = try netbe.stop()
+        let counters = try NetbeBinary.counters(netbe.stdout)
+        let forward = try #require(counters.first { ($0["from"] as? String)?.contains("cut-a") == true }, "\(netbe.stdout)")
+        #expect((forward["drops"] as? [String: Any])?["truncated"] as? Int == 1, "\(forward)")
+        #expect(forward["frames"] as? Int == 2, "\(forward)")
+    }
+
     /// The peers (python3, standard library only). Prints how many distinct frames of the
     /// short-lived peers reached the steady one.
     static let peers = #"""

@@ -286,8 +286,11 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
                     if input.isEmpty {
                         try detach("it closed the connection", badInput: false)
                     } else {
+                        // The cut frame is a drop the report shows (`truncated`).
+                        let cut = input.bufferedBytes
                         statistics.countDrop(.truncated)
-                        try detach("it closed the connection in the middle of a frame (\(input.bufferedBytes) bytes pending)", badInput: true)
+                        try detach("it closed the connection in the middle of a frame (\(cut) bytes pending)", badInput: true)
+                        return .dropped(length: cut, reason: .truncated)
                     }
                 }
             }
