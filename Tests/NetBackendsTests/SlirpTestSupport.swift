@@ -61,8 +61,9 @@ func childPIDs(of pid: Int32) -> [Int32] {
 }
 
 /// The real user id of a process (Uid: line of /proc/PID/status).
-func processUID(_ pid: Int32) -> Int? {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+func processUID(_ pid: Int32, task: String? = nil) -> Int? {
+    let path = task.map { "/proc/\(pid)/task/\($0)/status" } ?? "/proc/\(pid)/status"
+    guard let s = try? String(contentsOfFile: path, encoding: .utf8),
           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return nil }
     return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { Int($0) }
 }

@@ -56,7 +56,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     /// connected unix datagram socket gets a writable event when the peer's receive queue
     /// (net.unix.max_dgram_qlen, 10 datagrams by default) has room again; unconnected, a
     /// full peer could only be polled. A dead peer clears the association at the next
-    /// send (ECONNREFUSED) and the connection is retried at the send after.
+    /// send (ECONNREFUSED) and the connection is retried at a later send, once nothing
+    /// waits in the receive queue (see `receiveQueueIsEmpty`).
     private var connectsToRemote = false
     private var connectedToRemote = false
 
@@ -214,13 +215,19 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
-        if connectsToRemote && !connectedToRemote { connectedToRemote = connectRemote() }
+        if connectsToRemote && !connectedToRemote && receiveQueueIsEmpty() { connectedToRemote = connectRemote() }
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: frame.baseAddress)
         message.msg_iovlen = frame.count
         let result: IOResult
         do {
-            if sendFD == fd && !connectedToRemote {
+            // Sending to a connected unix peer that died purges our own receive queue,
+            // frames it sent before leaving included (unix_dgram_disconnected). While
+            // datagrams wait, the peer is named instead: a send by name finds no socket
+            // there and leaves the queue alone. With the queue empty nothing can be lost,
+            // and only then may the kernel drop the dead association (while it stands,
+            // nobody else can queue to us: unix_may_send).
+            if sendFD == fd && (!connectedToRemote || !receiveQueueIsEmpty()) {
                 message.msg_name = destinationStorage
                 message.msg_namelen = destination.length
             }
@@ -275,6 +282,13 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         } else {
             retryTimer?.enable(.read)
         }
+    }
+
+    /// Whether no datagram waits to be read (FIONREAD). Connecting away from a peer
+    /// that died purges the receive queue, so that waits until it was read.
+    private func receiveQueueIsEmpty() -> Bool {
+        var waiting: Int32 = 0
+        return cnb_ioctl_ptr(fd, UInt(FIONREAD), &waiting) < 0 || waiting == 0
     }
 
     /// connect(2) to `remote` (unix unicast only); false while the peer is not there.

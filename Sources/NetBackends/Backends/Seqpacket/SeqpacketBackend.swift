@@ -36,6 +36,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     private var fillsLeft = 0
     /// `send` returned `.wouldBlock`: the writable handler is owed a call.
     private var owesWritable = false
+    /// A write found the peer gone (EPIPE, ECONNRESET): nothing more is sent, and what it
+    /// sent before is read to its end of file (then `peerGone`) rather than dropped with
+    /// the socket; the kernel hands queued messages out before the end of file.
+    private var draining = false
 
     public init(spec: BackendSpec, kind: String, name: String, fd: Int32, linkHeaderLength: Int = 0,
                 eventLoop: NetEventLoop) throws(NetBackendError) {
@@ -53,6 +57,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public final func attach(fd newFD: Int32) throws(NetBackendError) {
         detach()
         fd = newFD
+        draining = false
         // Room for bursts, so that neither side blocks per batch (a seqpacket socket's
         // buffer counts whole messages). The FORCE variants pass net.core.*mem_max when
         // privileged; without privilege the plain ones apply, capped by those limits.
@@ -105,16 +110,20 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     // MARK: sending
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        guard fd >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
+        guard fd >= 0, !draining else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         let length = IOVectors.length(of: frame)
         let linkLength = length - vnetHeaderLength + linkHeaderLength
         guard length >= vnetHeaderLength + 14 else { statistics.countDrop(.truncated); return .dropped(.truncated) }
         guard linkLength <= outgoing.slotSize else { statistics.countDrop(.malformed); return .dropped(.malformed) }
         if outgoing.isFull {
             try writeBatch()
-            if outgoing.isFull || fd < 0 {
+            if fd < 0 || draining {
+                statistics.countDrop(.noPeer)
+                return .dropped(.noPeer)
+            }
+            if outgoing.isFull {
                 owesWritable = true
-                return fd < 0 ? .dropped(.noPeer) : .wouldBlock
+                return .wouldBlock
             }
         }
         outgoing.append(frame, length: length, headerLength: vnetHeaderLength, linkHeaderLength: linkHeaderLength)
@@ -131,7 +140,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
 
     /// Writes the batch; a full socket keeps the rest and asks for a writable callback.
     private func writeBatch() throws(NetBackendError) {
-        guard fd >= 0 else { return }
+        guard fd >= 0, !draining else { return }
         switch outgoing.write(fd: fd) {
         case .done:
             break
@@ -141,7 +150,16 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
             switch e {
             case EMSGSIZE:
                 statistics.countDrop(.malformed)
-            case EPIPE, ECONNRESET, ENOTCONN:
+            case EPIPE, ECONNRESET:
+                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
+                draining = true
+                socketSource?.disable(.write)
+                if owesWritable {
+                    // The sender waits for writable; let it retry (it now gets no_peer drops).
+                    owesWritable = false
+                    eventLoop.execute { [weak self] in self?.notifyWritable() }
+                }
+            case ENOTCONN:
                 for _ in 0..<dropped { statistics.countDrop(.noPeer) }
                 try peerGone("the peer closed its socket")
             default:

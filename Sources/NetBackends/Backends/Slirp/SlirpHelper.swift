@@ -10,16 +10,16 @@ import Glibc
 ///
 /// Order matters: die-with-parent first (PR_SET_PDEATHSIG, then a getppid check for a
 /// parent that died before that), open libslirp and bind the port forwards while still
-/// privileged, then drop to `nobody` when running as root, and only then say ready.
+/// privileged, then drop to `nobody` when running as root, ask for the parent-death
+/// signal again (the kernel clears it when the effective ids change, prctl(2)), and
+/// only then say ready.
 public enum SlirpHelper {
     public static let subcommand = "slirp-helper"
 
     /// Runs until the main process goes away; returns the exit status.
     public static func run(socket fd: Int32, parent: pid_t, spec text: String) -> Int32 {
         let log = Logger(label: "netbe.slirp-helper")
-        if cnb_set_parent_death_signal(SIGKILL) != 0 || getppid() != parent {
-            return 1
-        }
+        guard diesWithParent(parent) else { return 1 }
         signal(SIGPIPE, SIG_IGN)
         let loop: NetEventLoop
         let stack: SlirpStack
@@ -34,6 +34,9 @@ public enum SlirpHelper {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             link = try SlirpHelperLink(fd: fd, stack: stack, eventLoop: loop)
             try dropPrivileges()
+            // The drop (a change of effective uid/gid) cleared PR_SET_PDEATHSIG; a parent
+            // that died meanwhile made us init's child, which getppid shows.
+            guard diesWithParent(parent) else { return 1 }
         } catch let error as NetBackendError {
             report(fd, status: error.exitStatus, error.description)
             return error.exitStatus
@@ -59,6 +62,12 @@ public enum SlirpHelper {
             return 1
         }
         return 0
+    }
+
+    /// Asks for SIGKILL when the parent goes, checks it holds and that `parent` is still
+    /// the parent (it may have died before the request): false means exit now.
+    private static func diesWithParent(_ parent: pid_t) -> Bool {
+        cnb_set_parent_death_signal(SIGKILL) == 0 && cnb_get_parent_death_signal() == SIGKILL && getppid() == parent
     }
 
     private static func report(_ fd: Int32, status: Int32, _ message: String) {

@@ -8,22 +8,60 @@ import Glibc
 /// The `slirp` backend as the main process sees it with `helper=on`: a seqpacket
 /// socket to a helper process that runs libslirp with dropped privileges (bhyve's
 /// design). When the helper dies, the death is logged and a new helper is started
-/// at once with the same spec; frames sent meanwhile are dropped as `no_peer`, and TCP
-/// in the guest retransmits. Connections the old helper had NATed are lost with it.
+/// with the same spec; frames sent meanwhile are dropped as `no_peer`, and TCP in the
+/// guest retransmits. Connections the old helper had NATed are lost with it.
+///
+/// A restart never waits on the event loop's thread: the helper's exit is learnt from
+/// its pidfd (watched by the loop), the new helper is spawned on `SlirpHelperSpawner`'s
+/// thread, its handshake is read when its socket is readable, and back-off is a timer.
+/// The first restart is immediate, the next ones within `restartLimit`'s window wait
+/// 100, 200, 400, 800 ms; more deaths than the limit within the window end the loop
+/// with `.deviceGone` (netbe exits 1).
 public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     /// The program re-executed as the helper; it must understand the hidden
     /// `slirp-helper` subcommand (netbe does). Defaults to this process's own binary.
     nonisolated(unsafe) public static var executable: String?
 
+    /// How many helper deaths within how many seconds are tolerated before giving up:
+    /// 5 in 10 s, or `NETBE_SLIRP_RESTART_LIMIT=DEATHS/SECONDS` from the environment.
+    nonisolated(unsafe) public static var restartLimit: (deaths: Int, seconds: Int) = {
+        if let text = getenv("NETBE_SLIRP_RESTART_LIMIT").map({ String(cString: $0) }) {
+            let parts = text.split(separator: "/").compactMap { Int($0) }
+            if parts.count == 2, parts[0] >= 0, parts[1] > 0 { return (parts[0], parts[1]) }
+        }
+        return (5, 10)
+    }()
+
     public let configuration: SlirpConfiguration
     /// The helper's process id (changes when it is restarted).
-    public private(set) var helperPID: pid_t
+    public internal(set) var helperPID: pid_t
     /// How many times the helper was restarted.
-    public private(set) var restarts = 0
-    private var helper: SlirpHelperProcess?
-    private let program: String
-    private var recentRestarts: [Int64] = []
-    private var log: Logger { logger }
+    public internal(set) var restarts = 0
+    /// The current helper process: running, starting or dying.
+    var helper: SlirpHelperProcess?
+    var phase = Phase.running
+    /// Watches the helper's pidfd (its exit), and while it starts its socket (handshake).
+    var exitSource: EventSource?
+    var handshakeSource: EventSource?
+    /// One-shot: back-off, handshake deadline, or grace before SIGKILL.
+    var timer: EventSource?
+    let program: String
+    var recentDeaths: [Int64] = []
+    var log: Logger { logger }
+
+    enum Phase {
+        /// Attached and relaying.
+        case running
+        /// Its pidfd said it exited; its socket is read to the end first (status kept).
+        case exited(Int32?)
+        /// Its socket was closed; waiting for its exit on the pidfd.
+        case dying
+        /// Waiting for the back-off timer, or for the spawner thread.
+        case waiting
+        /// Spawned, handshake not read yet.
+        case starting
+        case stopped
+    }
 
     public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: NetEventLoop) throws(NetBackendError) {
         self.configuration = configuration
@@ -33,8 +71,9 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         helper = h
         helperPID = h.pid
         do {
-            try super.init(spec: spec, kind: "slirp", name: "slirp helper", fd: h.fd,
+            try super.init(spec: spec, kind: "slirp", name: "slirp helper", fd: h.takeSocket(),
                            linkHeaderLength: VirtioNetHeader.mergeableLength, eventLoop: eventLoop)
+            try watchExit(of: h)
         } catch {
             h.terminate()
             throw error
@@ -60,15 +99,16 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
 
     /// Sends the helper its `SlirpHelperLink.featuresMessage` (at start-up, on every
     /// renegotiation and to a restarted helper). The message is tiny and the socket's
-    /// buffer large, so waiting for room (at most a second) is only ever a formality.
-    private func tellFeatures() throws(NetBackendError) {
+    /// buffer large, so waiting for room (at most a second) is only ever a formality;
+    /// a restarted helper's socket is empty, and there it is never waited for.
+    func tellFeatures(waiting: Bool = true) throws(NetBackendError) {
         guard fd >= 0 else { return }
         var message = SlirpHelperLink.featuresMessage(helperFeatures)
         let n = message.count
         var sent = -1
-        for _ in 0..<100 {
+        for _ in 0..<(waiting ? 100 : 1) {
             sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
-            if sent == n || (errno != EAGAIN && errno != EINTR) { break }
+            if sent == n || (errno != EAGAIN && errno != EINTR) || !waiting { break }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 10)
         }
@@ -93,35 +133,36 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         return n > 0 ? String(nulTerminated: buf) : CommandLine.arguments[0]
     }
 
-    /// The helper closed its socket: it died. Report, reap, restart (at most 5 times in
-    /// 10 s, so that a helper that cannot run does not spin).
+    // MARK: restarting (all on the loop thread)
+
+    /// The helper closed its socket (or reset it): it is dying. Reading stops here; its
+    /// exit, from the pidfd, decides what follows (a helper that keeps running without
+    /// its socket is killed after a second).
     public override func peerGone(_ why: String) throws(NetBackendError) {
-        guard let old = helper else { return }
-        helper = nil
-        detach()   // closes our end; the old helper's fd number may be reused below
-        let how = SlirpHelperProcess.describe(status: old.reap(blocking: true))
-        log.error("slirp helper (pid \(old.pid)) \(how); restarting it")
-        let now = SlirpStack.nowMilliseconds()
-        recentRestarts = recentRestarts.filter { now - $0 < 10_000 } + [now]
-        if recentRestarts.count > 5 {
-            throw .deviceGone("slirp helper died \(recentRestarts.count) times within 10 s; giving up")
+        switch phase {
+        case .running:
+            detach()
+            phase = .dying
+            armTimer(milliseconds: 1000) { [weak self] in self?.helper?.kill() }
+        case .exited(let status):
+            detach()
+            died(status, how: nil)
+        default:
+            detach()
         }
-        let h = try SlirpHelperProcess.start(executable: program, specText: spec.text)
-        helper = h
-        helperPID = h.pid
-        restarts += 1
-        try attach(fd: h.fd)
-        try tellFeatures()
-        log.notice("slirp helper restarted (pid \(h.pid)); traffic resumes")
     }
 
     private func stopHelper() {
+        phase = .stopped
+        cancelTimer()
+        handshakeSource?.cancel()
+        handshakeSource = nil
+        exitSource?.cancel()
+        exitSource = nil
+        super.close()
         guard let h = helper else { return }
         helper = nil
-        super.close()
-        // Our end was closed by super.close(); terminate() closes it again harmlessly
-        // only if it is still ours, so hand it an invalid descriptor.
-        SlirpHelperProcess(pid: h.pid, fd: -1).terminate()
+        h.terminate()
     }
 
     public override func close() { stopHelper() }

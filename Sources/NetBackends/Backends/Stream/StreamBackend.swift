@@ -41,6 +41,9 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     var senderWaiting = false
     /// `output` could not be written out completely; writable is armed.
     var outputBlocked = false
+    /// A write found the peer gone: nothing more is sent, what it sent is read to its end
+    /// of file before the connection is dropped (StreamDrain.swift).
+    var draining = false
     private var receiveEnabled = false
     private var resumeScheduled = false
     private var resumeWork: (@Sendable () -> Void)!
@@ -151,6 +154,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         input.reset()
         output.reset()
         outputBlocked = false
+        draining = false
         backoffMilliseconds = 100
         if receiveEnabled { source.enable(.read) }
         log.info("\(name): peer \(peer) attached")
@@ -174,6 +178,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         input.reset()
         output.reset()
         outputBlocked = false
+        draining = false
         notifyLinkState(false)
         if senderWaiting {
             // The relay waits for writable; let it retry (it now gets no_peer drops).
@@ -208,7 +213,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     }
 
     private func writable() {
-        guard connectionFD >= 0 else { return }
+        guard connectionFD >= 0, !draining else { return }
         do {
             if try !output.flush(to: connectionFD, device: peerName) {
                 connectionSource?.enable(.write)
@@ -216,7 +221,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
             }
             outputBlocked = false
         } catch {
-            detachFromHandler("\(error)", badInput: false)
+            do throws(NetBackendError) { try writeFailed(error) } catch { eventLoop.stop(throwing: error) }
             return
         }
         if senderWaiting {
@@ -281,7 +286,11 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
                     if input.isEmpty {
                         try detach("it closed the connection", badInput: false)
                     } else {
-                        try detach("it closed the connection in the middle of a frame (\(input.bufferedBytes) bytes pending)", badInput: true)
+                        // The cut frame is a drop the report shows (`truncated`).
+                        let cut = input.bufferedBytes
+                        statistics.countDrop(.truncated)
+                        try detach("it closed the connection in the middle of a frame (\(cut) bytes pending)", badInput: true)
+                        return .dropped(length: cut, reason: .truncated)
                     }
                 }
             }

@@ -14,14 +14,14 @@ extension StreamBackend {
     /// `send`'s body (see there).
     @inline(__always)
     func sendRecord(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        guard connectionFD >= 0 else {
+        guard connectionFD >= 0, !draining else {
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
         if outputBlocked {
             // Bytes from before are still owed: nothing new until they are out.
             guard try flushOutput() else { return waitWritable() }
-            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
+            guard connectionFD >= 0, !draining else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         }
         let length = IOVectors.length(of: frame)
         guard frame.count < Self.sendVectorCapacity, length <= input.maximumLength else {
@@ -37,7 +37,7 @@ extension StreamBackend {
         }
         if !output.isEmpty {
             guard try flushOutput() else { return waitWritable() }
-            guard connectionFD >= 0 else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
+            guard connectionFD >= 0, !draining else { statistics.countDrop(.noPeer); return .dropped(.noPeer) }
         }
         lengthPrefix.pointee = UInt32(length).bigEndian
         sendVector[0] = iovec(iov_base: lengthPrefix, iov_len: 4)
@@ -47,7 +47,7 @@ extension StreamBackend {
         message.msg_iovlen = frame.count + 1
         let result: IOResult
         do { result = try SocketCall.sendmsg(connectionFD, &message, device: peerName) } catch {
-            try detach("\(error)", badInput: false)
+            try writeFailed(error)
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
@@ -68,7 +68,7 @@ extension StreamBackend {
 
     /// Ends a relay batch: the gathered records go out in one write.
     func flushBatch() throws(NetBackendError) {
-        if connectionFD >= 0 && !output.isEmpty && !outputBlocked { _ = try flushOutput() }
+        if connectionFD >= 0 && !draining && !output.isEmpty && !outputBlocked { _ = try flushOutput() }
     }
 
     /// Writes what `output` holds; false (and writable armed) when the socket is full.
@@ -80,7 +80,7 @@ extension StreamBackend {
                 return true
             }
         } catch {
-            try detach("\(error)", badInput: false)
+            try writeFailed(error)
             return true
         }
         outputBlocked = true
