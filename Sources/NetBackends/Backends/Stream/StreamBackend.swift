@@ -41,13 +41,13 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     var senderWaiting = false
     /// `output` could not be written out completely; writable is armed.
     var outputBlocked = false
-    private var receiveEnabled = false
-    private var resumeScheduled = false
-    private var resumeWork: (@Sendable () -> Void)!
 
     // Listener state (role .listen).
     var listenFD: Int32 = -1
     var listenSource: EventSource?
+    /// Re-enables the listener after accept ran out of descriptors (StreamListener).
+    var acceptRetry: EventSource?
+    var acceptStalled = false
     var boundUnixPath: String?
     // Connector state (role .connect).
     var retrySource: EventSource?
@@ -91,7 +91,6 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         lengthPrefix = .allocate(capacity: 1)
         sendVector = .allocate(capacity: Self.sendVectorCapacity)
         super.init(spec: spec, kind: "stream", name: address.description, eventLoop: eventLoop)
-        resumeWork = { [unowned self] in self.resumeBufferedFrames() }
         do throws(NetBackendError) {
             switch role {
             case .listen: try startListening()
@@ -138,8 +137,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         }
         let source: EventSource
         do {
-            source = try eventLoop.watch(fd: fd, name: "stream \(peer)") { [unowned self] ready in
-                self.connectionReady(ready)
+            source = try eventLoop.watch(fd: fd, name: "stream \(peer)") { [weak self] ready in
+                self?.connectionReady(ready)
             }
         } catch {
             Glibc.close(fd)
@@ -152,7 +151,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         output.reset()
         outputBlocked = false
         backoffMilliseconds = 100
-        if receiveEnabled { source.enable(.read) }
+        if isReceiveEnabled { source.enable(.read) }
         log.info("\(name): peer \(peer) attached")
         notifyLinkState(true)
     }
@@ -178,7 +177,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         if senderWaiting {
             // The relay waits for writable; let it retry (it now gets no_peer drops).
             senderWaiting = false
-            eventLoop.execute { [unowned self] in self.notifyWritable() }
+            eventLoop.execute { [weak self] in self?.notifyWritable() }
         }
         switch role {
         case .listen:
@@ -203,7 +202,6 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         }
         if ready.contains(.read) && connectionFD >= 0 {
             notifyReceive()
-            scheduleResumeIfBuffered()
         }
     }
 
@@ -227,31 +225,13 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
 
     // MARK: receive
 
-    public override func enableReceive() {
-        receiveEnabled = true
-        connectionSource?.enable(.read)
-        scheduleResumeIfBuffered()
+    public override func watchReceive(_ on: Bool) {
+        if on { connectionSource?.enable(.read) } else { connectionSource?.disable(.read) }
     }
 
-    public override func disableReceive() {
-        receiveEnabled = false
-        connectionSource?.disable(.read)
-    }
-
-    /// Whole frames may sit in the buffer after the relay stopped at its batch limit
-    /// while the socket itself is drained: epoll would not call again, so ask the loop.
-    private func scheduleResumeIfBuffered() {
-        guard receiveEnabled, connectionFD >= 0, !resumeScheduled, input.holdsWholeFrame else { return }
-        resumeScheduled = true
-        eventLoop.execute(resumeWork)
-    }
-
-    private func resumeBufferedFrames() {
-        resumeScheduled = false
-        guard receiveEnabled, connectionFD >= 0 else { return }
-        notifyReceive()
-        scheduleResumeIfBuffered()
-    }
+    /// Whole frames may sit in the buffer after the frontend stopped at its batch limit
+    /// while the socket itself is drained: epoll would not call again.
+    public override var hasBufferedFrames: Bool { connectionFD >= 0 && input.holdsWholeFrame }
 
     /// Hands out the next whole record from the connection's buffer, reading the socket
     /// only when none is buffered. A record shorter than an Ethernet header is dropped as
@@ -317,6 +297,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// Closes every socket and removes the unix socket file this backend bound.
     public override func close() {
         super.close()
+        acceptRetry?.cancel()
+        acceptRetry = nil
         retrySource?.cancel()
         retrySource = nil
         connectingSource?.cancel()
