@@ -102,16 +102,30 @@ final class Selector: @unchecked Sendable {
     }
 
     func makeTimerFD(intervalMilliseconds: Int, name: String) throws(SystemCallError) -> Int32 {
-        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
-        let ts = timespec(tv_sec: intervalMilliseconds / 1000, tv_nsec: (intervalMilliseconds % 1000) * 1_000_000)
-        var spec = itimerspec(it_interval: ts, it_value: ts)
-        if timerfd_settime(fd, 0, &spec, nil) < 0 {
-            let e = errno
+        let fd = try makeTimerFD(name: name)
+        do {
+            try Self.setTimer(fd, milliseconds: intervalMilliseconds, repeating: true, name: name)
+        } catch {
             _ = Glibc.close(fd)
-            throw SystemCallError(call: "timerfd_settime", device: name, errno: e)
+            throw error
         }
         return fd
+    }
+
+    /// A disarmed timerfd.
+    func makeTimerFD(name: String) throws(SystemCallError) -> Int32 {
+        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
+        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
+        return fd
+    }
+
+    /// Arms `fd` to expire in `milliseconds` (0 disarms), and every as long after when `repeating`.
+    static func setTimer(_ fd: Int32, milliseconds: Int, repeating: Bool, name: String) throws(SystemCallError) {
+        let ts = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var spec = itimerspec(it_interval: repeating ? ts : timespec(), it_value: ts)
+        if timerfd_settime(fd, 0, &spec, nil) < 0 {
+            throw SystemCallError(call: "timerfd_settime", device: name, errno: errno)
+        }
     }
 }
 #endif

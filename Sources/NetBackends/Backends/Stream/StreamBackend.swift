@@ -46,7 +46,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     var listenFD: Int32 = -1
     var listenSource: EventSource?
     /// Re-enables the listener after accept ran out of descriptors (StreamListener).
-    var acceptRetry: EventSource?
+    var acceptRetry: OneShotTimer?
     var acceptStalled = false
     var boundUnixPath: String?
     // Connector state (role .connect).

@@ -7,7 +7,7 @@ import Glibc
 ///
 /// An accept that fails for want of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) leaves
 /// the connection in the backlog, so the listener stays readable: rather than being
-/// woken again at once, the listener is unwatched and retried every
+/// woken again at once, the listener is unwatched and retried after
 /// `acceptRetryMilliseconds` on a timer made beforehand (making one then would need a
 /// descriptor too), with one warning when it starts and one notice when it is over.
 extension StreamBackend {
@@ -28,14 +28,12 @@ extension StreamBackend {
             listenSource = try eventLoop.watch(fd: listenFD, name: "stream listen \(device)") { [weak self] _ in
                 self?.acceptPeer()
             }
-            acceptRetry = try eventLoop.addTimer(name: "stream accept retry \(device)",
-                                                 intervalMilliseconds: Self.acceptRetryMilliseconds) { [weak self] in
+            acceptRetry = try eventLoop.makeOneShotTimer(name: "stream accept retry \(device)") { [weak self] in
                 self?.retryAccept()
             }
         } catch {
             throw .system(error)
         }
-        acceptRetry?.disable(.read)
         listenSource?.enable(.read)
         log.info("\(name): listening")
     }
@@ -89,11 +87,12 @@ extension StreamBackend {
             log.warning("\(name): \(error); retrying every \(Self.acceptRetryMilliseconds) ms")
         }
         listenSource?.disable(.read)
-        acceptRetry?.enable(.read)
+        do { try acceptRetry?.arm(milliseconds: Self.acceptRetryMilliseconds) } catch {
+            eventLoop.stop(throwing: NetBackendError.system(error))
+        }
     }
 
     private func retryAccept() {
-        acceptRetry?.disable(.read)
         if connectionFD < 0 { listenSource?.enable(.read) }
     }
 }
