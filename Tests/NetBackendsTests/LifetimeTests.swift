@@ -43,7 +43,7 @@ import Testing
             let buffer = FrameBuffer()
             #expect(try stream.receive(into: buffer) == .frame(length: frame.count))   // two more wait in its buffer
             stream.setReceiveHandler {}
-            stream.enableReceive()   // asks the loop to call again for the buffered two
+            stream.enableReceive()   // queues work on the loop: watch, and call for the buffered two
             stream.close()
             released = stream
         }
@@ -82,15 +82,17 @@ import Testing
         }
         defer { flood.stop() }
         // Until the stream's socket is full and the relay holds a frame.
+        // Counters are the loop thread's: read them there.
+        let frames = { try lt.sync { relay.forward.statistics.frames } }
         var last: UInt64 = 0
         try waitUntil(10, "the relay to block on the stream") {
             usleep(200_000)
-            let now = relay.forward.statistics.frames
+            let now = try frames()
             defer { last = now }
             return now > 0 && now == last
         }
         relay.stop()   // from this thread, while the loop runs
-        let stoppedAt = relay.forward.statistics.frames
+        let stoppedAt = try frames()
         // The stream's peer drains everything: the stream turns writable.
         var buf = [UInt8](repeating: 0, count: 65536)
         var drained = 0
@@ -101,8 +103,8 @@ import Testing
         }
         #expect(drained > 0)
         usleep(500_000)
-        #expect(relay.forward.statistics.frames == stoppedAt,
-                "the stopped relay moved \(relay.forward.statistics.frames - stoppedAt) more frames once its sink drained")
+        let after = try frames()
+        #expect(after == stoppedAt, "the stopped relay moved \(after - stoppedAt) more frames once its sink drained")
     }
 
     /// Handlers hold the relay's directions and the directions hold the backends: a

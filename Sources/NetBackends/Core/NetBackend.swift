@@ -263,10 +263,10 @@ open class NetBackend: @unchecked Sendable {
         onLoopThread(reconcileWork!)
     }
 
-    /// Runs `work` now on the loop thread (or while no loop runs, whose thread the caller
-    /// then is by contract), else queues it there.
+    /// Runs `work` now on the loop thread, else queues it there (also before `run()`:
+    /// the loop may be starting on another thread at this very moment).
     private func onLoopThread(_ work: @escaping @Sendable () -> Void) {
-        if eventLoop.inLoopThreadOrIdle { work() } else { eventLoop.execute(work) }
+        if eventLoop.inLoopThread { work() } else { eventLoop.execute(work) }
     }
 
     /// Brings the watched descriptors in line with the receive switch, and asks for a call

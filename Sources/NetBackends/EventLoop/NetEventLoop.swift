@@ -68,12 +68,6 @@ public final class NetEventLoop: @unchecked Sendable {
         lock.withLock { inLoopThreadLocked }
     }
 
-    /// True on the loop thread, or while no `run()` is under way (the caller's thread is
-    /// then the loop's by contract): loop-thread state may be touched directly.
-    var inLoopThreadOrIdle: Bool {
-        lock.withLock { loopThread == nil || inLoopThreadLocked }
-    }
-
     /// Registers `fd`, initially with no interest (the seed's mevent_add_disabled).
     /// With `ownsDescriptor` the loop closes it on `cancel`.
     public func watch(fd: Int32, name: String, ownsDescriptor: Bool = false, handler: @escaping Handler) throws(SystemCallError) -> EventSource {
