@@ -49,7 +49,7 @@ import Testing
         let cycles = 300
         var cyclesWithCallbacks = 0
         for cycle in 0..<cycles {
-            if cycle == 80 || cycle == 180 { rig.disturb() }
+            if cycle == 80 || cycle == 180 { try rig.disturb(lt) }
             let before = state.withLock { s -> Int in s.disabled = false; return s.calls }
             backend.enableReceive()
             let deadline = Date().addingTimeInterval(0.05)

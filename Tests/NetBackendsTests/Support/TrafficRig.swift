@@ -66,7 +66,7 @@ class TrafficRig {
     func startFlood(_ lt: LoopThread) throws { fatalError("override") }
     func stopFlood() {}
     /// Something that replaces the backend's descriptor under it (a helper restart).
-    func disturb() {}
+    func disturb(_ lt: LoopThread) throws {}
 
     /// Stops the peer and closes the backend.
     func close() {
@@ -252,8 +252,9 @@ final class SlirpTrafficRig: TrafficRig {
     }
 
     /// Kills the helper (our own child, by its pid): the backend starts another on a new socket.
-    override func disturb() {
-        if helper, let h = backend as? SlirpHelperBackend { kill(h.helperPID, SIGKILL) }
+    override func disturb(_ lt: LoopThread) throws {
+        guard helper, let h = backend as? SlirpHelperBackend else { return }
+        kill(try lt.sync { h.helperPID }, SIGKILL)   // the loop thread's to read
     }
 }
 
