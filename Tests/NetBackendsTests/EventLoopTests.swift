@@ -26,6 +26,24 @@ import Testing
         #expect(try lt.stop() == nil)
     }
 
+    @Test func oneShotTimerFiresOncePerArmAndNotWhenDisarmed() throws {
+        let lt = try LoopThread()
+        let fired = Locked(0)
+        let timer = try lt.loop.makeOneShotTimer(name: "one-shot") { fired.withLock { $0 += 1 } }
+        defer { timer.cancel() }
+        usleep(50_000)
+        #expect(fired.current == 0, "a timer that was never armed fired")
+        try timer.arm(milliseconds: 10)
+        try waitUntil(2, "the armed timer") { fired.current == 1 }
+        usleep(100_000)
+        #expect(fired.current == 1, "a one-shot timer fired \(fired.current) times for one arm")
+        try timer.arm(milliseconds: 50)
+        timer.disarm()
+        usleep(150_000)
+        #expect(fired.current == 1, "a disarmed timer fired")
+        #expect(try lt.stop() == nil)
+    }
+
     @Test func executeFromOtherThreadsRunsOnTheLoopThreadInOrder() throws {
         let lt = try LoopThread()
         let loop = lt.loop

@@ -63,11 +63,16 @@ public let maximumFrameLength = 65535 + 14 + 4
 ///   frontend's length; at 0 the caller adds/strips the virtio-net header itself and must
 ///   never hand this backend a GSO or NEEDS_CSUM frame.
 /// - `enableReceive`/`disableReceive`: after `disableReceive` returns, the receive handler
-///   is not running and is not called until `enableReceive` (from another thread too).
-/// - All calls other than `disableReceive` happen on the event loop's thread.
+///   is not running and is not called until `enableReceive` (from another thread too;
+///   from inside the handler it returns at once). A frontend that returns from its
+///   handler while frames wait, in the kernel or in the backend's own buffers, is
+///   called again while receive is enabled.
+/// - `removeHandlers` (and `close`) from another thread returns once no handler runs.
+/// - All other calls happen on the event loop's thread.
 ///
 /// A backend kind subclasses this and overrides the `open` members; it watches its
-/// descriptor with `watch(fd:)` so that readiness reaches the handlers.
+/// descriptor with `watch(fd:)` so that readiness reaches the handlers, or watches its
+/// own and calls `notifyReceive`, overriding `watchReceive` and `hasBufferedFrames`.
 open class NetBackend: @unchecked Sendable {
     public let spec: BackendSpec
     /// The kind's name, e.g. "tap".
@@ -87,10 +92,12 @@ open class NetBackend: @unchecked Sendable {
     public let logger: Logger
 
     private var source: EventSource?
-    private var receiveHandler: (@Sendable () -> Void)?
-    private var writableHandler: (@Sendable () -> Void)?
-    private var linkStateHandler: (@Sendable (_ up: Bool) -> Void)?
+    private let handlers: BackendHandlers
     private var discardBuffer: UnsafeMutableRawPointer?
+    /// A call for frames in the backend's own buffers is queued on the loop (loop thread).
+    private var resumeScheduled = false
+    private var resumeWork: (@Sendable () -> Void)?
+    private var reconcileWork: (@Sendable () -> Void)?
 
     public init(spec: BackendSpec, kind: String, name: String, eventLoop: NetEventLoop) {
         self.spec = spec
@@ -100,9 +107,14 @@ open class NetBackend: @unchecked Sendable {
         var logger = eventLoop.logger
         logger[metadataKey: "backend"] = "\(kind) \(name)"
         self.logger = logger
+        handlers = BackendHandlers(loop: eventLoop)
+        // Queued work holds the backend weakly: it may be closed and gone by then.
+        resumeWork = { [weak self] in self?.resumeBufferedFrames() }
+        reconcileWork = { [weak self] in self?.reconcileReceive() }
     }
 
     deinit {
+        source?.cancel()
         discardBuffer?.deallocate()
     }
 
@@ -153,8 +165,23 @@ open class NetBackend: @unchecked Sendable {
     /// The default does nothing.
     open func setCarrier(_ up: Bool) throws(NetBackendError) {}
 
-    /// Releases the backend's resources. Idempotent.
+    /// Frames wait in the backend's own memory (read ahead, peeked, buffered), where no
+    /// descriptor announces them: while this is true after a receive handler returned,
+    /// the backend calls it again. Read on the loop thread.
+    open var hasBufferedFrames: Bool { false }
+
+    /// Starts or stops watching where frames come from, after `enableReceive` or
+    /// `disableReceive` (the handler calls themselves are already allowed or stopped).
+    /// Always on the loop thread. The default turns `watch(fd:)`'s read interest on or off.
+    open func watchReceive(_ on: Bool) {
+        if on { source?.enable(.read) } else { source?.disable(.read) }
+    }
+
+    /// Releases the backend's resources. Idempotent. Disables receive and removes the
+    /// handlers first (waiting for a running one, as `disableReceive`).
     open func close() {
+        handlers.disableReceive()
+        handlers.removeAll()
         source?.cancel()
         source = nil
     }
@@ -203,25 +230,69 @@ open class NetBackend: @unchecked Sendable {
     }
 
     /// Called on the loop thread when frames wait; it should `receive` until `.empty`
-    /// or until it has done a batch. Set before `enableReceive`.
-    public final func setReceiveHandler(_ handler: @escaping @Sendable () -> Void) {
-        receiveHandler = handler
+    /// or until it has done a batch (it is called again while frames wait). Set before
+    /// `enableReceive`; nil removes it.
+    public final func setReceiveHandler(_ handler: (@Sendable () -> Void)?) {
+        handlers.setReceive(handler)
     }
 
     /// Called on the loop thread when a backend that returned `.wouldBlock` can take more.
-    public final func setWritableHandler(_ handler: @escaping @Sendable () -> Void) {
-        writableHandler = handler
+    public final func setWritableHandler(_ handler: (@Sendable () -> Void)?) {
+        handlers.setWritable(handler)
     }
 
     /// Called on the loop thread when `isLinkUp` changes (a peer attached or left).
-    public final func setLinkStateHandler(_ handler: @escaping @Sendable (_ up: Bool) -> Void) {
-        linkStateHandler = handler
+    public final func setLinkStateHandler(_ handler: (@Sendable (_ up: Bool) -> Void)?) {
+        handlers.setLinkState(handler)
     }
 
-    open func enableReceive() { source?.enable(.read) }
+    /// Removes all three handlers; from another thread it returns once none is running.
+    /// A handler that captures its backend (or a relay that holds it) makes a reference
+    /// cycle: removing the handlers (or `close`) ends it.
+    public final func removeHandlers() {
+        handlers.removeAll()
+    }
 
-    /// See the type's contract: no receive callback after this returns.
-    open func disableReceive() { source?.disable(.read) }
+    /// Whether the frontend has receive enabled.
+    public final var isReceiveEnabled: Bool { handlers.receiveEnabled }
+
+    /// Lets the receive handler be called (again) while frames wait. Any thread.
+    public final func enableReceive() {
+        handlers.enableReceive()
+        onLoopThread(reconcileWork!)
+    }
+
+    /// See the type's contract: from any thread, no receive callback after this
+    /// returns; from inside the handler on the loop thread it returns at once.
+    public final func disableReceive() {
+        handlers.disableReceive()
+        onLoopThread(reconcileWork!)
+    }
+
+    /// Runs `work` now on the loop thread, else queues it there (also before `run()`:
+    /// the loop may be starting on another thread at this very moment).
+    private func onLoopThread(_ work: @escaping @Sendable () -> Void) {
+        if eventLoop.inLoopThread { work() } else { eventLoop.execute(work) }
+    }
+
+    /// Brings the watched descriptors in line with the receive switch, and asks for a call
+    /// when frames already wait in the backend's buffers.
+    private func reconcileReceive() {
+        let on = handlers.receiveEnabled
+        watchReceive(on)
+        if on { resumeIfBuffered() }
+    }
+
+    private func resumeIfBuffered() {
+        guard !resumeScheduled, hasBufferedFrames else { return }
+        resumeScheduled = true
+        eventLoop.execute(resumeWork!)
+    }
+
+    private func resumeBufferedFrames() {
+        resumeScheduled = false
+        notifyReceive()
+    }
 
     // MARK: for subclasses
 
@@ -229,12 +300,13 @@ open class NetBackend: @unchecked Sendable {
     /// write readiness (after `armWritable`) the writable handler.
     public final func watch(fd: Int32) throws(NetBackendError) {
         do {
-            source = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
+            source = try eventLoop.watch(fd: fd, name: name) { [weak self] ready in
+                guard let self else { return }
                 if ready.contains(.write) {
                     self.source?.disable(.write)
-                    self.writableHandler?()
+                    self.notifyWritable()
                 }
-                if ready.contains(.read) { self.receiveHandler?() }
+                if ready.contains(.read) { self.notifyReceive() }
             }
         } catch {
             throw .system(error)
@@ -244,9 +316,21 @@ open class NetBackend: @unchecked Sendable {
     /// Asks for one writable callback; call when `send` returned `.wouldBlock`.
     public final func armWritable() { source?.enable(.write) }
 
-    /// Signals readiness by hand, for backends whose frames do not come from `fd`.
-    public final func notifyReceive() { receiveHandler?() }
-    public final func notifyWritable() { writableHandler?() }
+    /// The descriptor `watch(fd:)` watches is dead for good (a vanished device): stop
+    /// watching it, so that its endless error condition cannot make the loop spin.
+    public final func stopWatching() {
+        source?.cancel()
+        source = nil
+    }
+
+    /// Signals readiness by hand, for backends whose frames do not come from `fd`: calls
+    /// the receive handler if receive is enabled, and again later while
+    /// `hasBufferedFrames` says frames wait. Loop thread.
+    public final func notifyReceive() {
+        if handlers.callReceive() && hasBufferedFrames { resumeIfBuffered() }
+    }
+
+    public final func notifyWritable() { handlers.callWritable() }
     /// Subclasses call this when `isLinkUp` changed.
-    public final func notifyLinkState(_ up: Bool) { linkStateHandler?(up) }
+    public final func notifyLinkState(_ up: Bool) { handlers.callLinkState(up) }
 }

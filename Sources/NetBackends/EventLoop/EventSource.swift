@@ -5,10 +5,13 @@ public final class EventSource: @unchecked Sendable {
     public let name: String
     let id: UInt64
     let handler: NetEventLoop.Handler
-    private unowned let loop: NetEventLoop
+    /// Weak: a source may outlive its loop (its owner closes it later); it then does nothing.
+    private weak var loop: NetEventLoop?
     private let ownsDescriptor: Bool
     // Guarded by loop.lock.
     var enabled: NetEventLoop.Interest = []
+    /// The descriptor is in epoll's set (an add that failed leaves it out).
+    var registered = false
     var running = false
     var waiters = 0
     var cancelled = false
@@ -24,6 +27,7 @@ public final class EventSource: @unchecked Sendable {
 
     /// Adds `interest`; the handler is called while the descriptor is ready for it.
     public func enable(_ interest: NetEventLoop.Interest) {
+        guard let loop else { return }
         loop.lock.lock()
         defer { loop.lock.unlock() }
         let old = enabled
@@ -34,6 +38,7 @@ public final class EventSource: @unchecked Sendable {
     /// Removes `interest`. From another thread: returns once the handler is not
     /// running, and no call for `interest` starts after that.
     public func disable(_ interest: NetEventLoop.Interest) {
+        guard let loop else { return }
         loop.lock.lock()
         defer { loop.lock.unlock() }
         let old = enabled
@@ -43,12 +48,17 @@ public final class EventSource: @unchecked Sendable {
     }
 
     public var isEnabled: NetEventLoop.Interest {
-        loop.lock.withLock { enabled }
+        guard let loop else { return [] }
+        return loop.lock.withLock { enabled }
     }
 
     /// Unregisters for good (the seed's mevent_delete), closing the descriptor if the
     /// loop owns it. Same waiting rule as `disable`.
     public func cancel() {
+        guard let loop else {
+            // The loop is gone; its deinit closed what it owned and marked us cancelled.
+            return
+        }
         loop.lock.lock()
         defer { loop.lock.unlock() }
         guard !cancelled else { return }

@@ -20,6 +20,8 @@ import Darwin
 ///   handler may stop after a batch to let others run.
 /// - A fully disabled descriptor is removed from epoll, because epoll reports HUP and ERR
 ///   even with an empty interest mask: a vanished tap must not make the loop spin.
+/// - A descriptor epoll refuses to watch (epoll_ctl fails: not pollable, out of watches)
+///   is logged and ends `run()` with that error: a source is never left deaf in silence.
 public final class NetEventLoop: @unchecked Sendable {
     public struct Interest: OptionSet, Sendable, Hashable {
         public let rawValue: UInt8
@@ -34,6 +36,7 @@ public final class NetEventLoop: @unchecked Sendable {
     public let logger: Logger
     let lock = ConditionLock()
     let selector: Selector
+    private let log = Logger(label: "netbe.eventloop")
     private var sources: [UInt64: EventSource] = [:]
     private var nextID: UInt64 = 1
     private var hooks: [@Sendable (_ timeoutMilliseconds: inout Int32) -> Void] = []
@@ -49,7 +52,8 @@ public final class NetEventLoop: @unchecked Sendable {
         self.logger = logger
         selector = try Selector()
         let wake = try selector.makeEventFD()
-        wakeSource = try watch(fd: wake, name: "eventloop-wakeup", ownsDescriptor: true) { [unowned self] _ in
+        wakeSource = try watch(fd: wake, name: "eventloop-wakeup", ownsDescriptor: true) { [weak self] _ in
+            guard let self else { return }
             self.selector.drainEventFD(wake)
             self.runPending()
         }
@@ -57,14 +61,16 @@ public final class NetEventLoop: @unchecked Sendable {
     }
 
     deinit {
-        for s in sources.values { s.closeDescriptorIfOwned() }
+        for s in sources.values {
+            s.cancelled = true   // a later cancel() on it must not close the descriptor again
+            s.closeDescriptorIfOwned()
+        }
         selector.close()
     }
 
     /// True when called from the thread inside `run()`.
     public var inLoopThread: Bool {
-        guard let t = loopThread else { return false }
-        return pthread_equal(t, pthread_self()) != 0
+        lock.withLock { inLoopThreadLocked }
     }
 
     /// Registers `fd`, initially with no interest (the seed's mevent_add_disabled).
@@ -167,12 +173,16 @@ public final class NetEventLoop: @unchecked Sendable {
 
     func updateLocked(_ source: EventSource, from old: Interest) {
         guard !source.cancelled else { return }
-        let new = source.enabled
         do {
-            try selector.update(fd: source.fd, id: source.id, old: old, new: new)
+            try selector.update(fd: source.fd, id: source.id, registered: source.registered, new: source.enabled)
+            source.registered = !source.enabled.isEmpty
         } catch {
-            // The descriptor is gone (closed under us): nothing to watch any more.
-            source.enabled = []
+            // The source cannot be served (EPERM: not pollable; ENOMEM, ENOSPC: out of
+            // watches). Its interest stays as asked, and run() ends with the error.
+            log.error("\(source.name): \(error)")
+            stopped = true
+            if failure == nil { failure = error }
+            selector.signalEventFD()
         }
     }
 
@@ -181,6 +191,12 @@ public final class NetEventLoop: @unchecked Sendable {
         source.waiters += 1
         while source.running { lock.wait() }
         source.waiters -= 1
+    }
+
+    /// Whether a thread that disables a handler must wait for it: not on the loop thread
+    /// (the handler is up its own stack) and not while no loop runs (nothing can run).
+    var mayWaitForHandlersLocked: Bool {
+        loopThread != nil && !inLoopThreadLocked
     }
 
     private var inLoopThreadLocked: Bool {

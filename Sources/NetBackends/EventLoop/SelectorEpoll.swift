@@ -35,12 +35,30 @@ final class Selector: @unchecked Sendable {
         return m
     }
 
-    func update(fd: Int32, id: UInt64, old: NetEventLoop.Interest, new: NetEventLoop.Interest) throws(SystemCallError) {
+    /// Adds, changes or removes `fd`'s registration. Removing one epoll no longer has
+    /// (the descriptor was closed, which unregisters it) is done; an add that finds it
+    /// registered, or a change that finds it not, does the other. Anything else throws.
+    func update(fd: Int32, id: UInt64, registered: Bool, new: NetEventLoop.Interest) throws(SystemCallError) {
+        if !registered && new.isEmpty { return }
         var ev = epoll_event(events: Self.mask(new), data: epoll_data_t(u64: id))
-        let op: Int32
-        if new.isEmpty { op = EPOLL_CTL_DEL } else if old.isEmpty { op = EPOLL_CTL_ADD } else { op = EPOLL_CTL_MOD }
-        if epoll_ctl(epfd, op, fd, &ev) < 0 {
-            throw SystemCallError(call: "epoll_ctl", device: "fd \(fd)", errno: errno)
+        var op: Int32
+        if new.isEmpty { op = EPOLL_CTL_DEL } else if !registered { op = EPOLL_CTL_ADD } else { op = EPOLL_CTL_MOD }
+        var retried = false
+        while epoll_ctl(epfd, op, fd, &ev) < 0 {
+            let e = errno
+            switch (op, e) {
+            case (EPOLL_CTL_DEL, ENOENT), (EPOLL_CTL_DEL, EBADF):
+                return
+            case (EPOLL_CTL_ADD, EEXIST) where !retried:
+                op = EPOLL_CTL_MOD
+            case (EPOLL_CTL_MOD, ENOENT) where !retried:
+                op = EPOLL_CTL_ADD
+            default:
+                let name = op == EPOLL_CTL_ADD ? "ADD" : op == EPOLL_CTL_MOD ? "MOD" : "DEL"
+                throw SystemCallError(call: "epoll_ctl(\(name))", device: "fd \(fd)", errno: e,
+                                      hint: e == EPERM ? "epoll cannot watch this kind of file" : nil)
+            }
+            retried = true
         }
     }
 
@@ -84,16 +102,30 @@ final class Selector: @unchecked Sendable {
     }
 
     func makeTimerFD(intervalMilliseconds: Int, name: String) throws(SystemCallError) -> Int32 {
-        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
-        let ts = timespec(tv_sec: intervalMilliseconds / 1000, tv_nsec: (intervalMilliseconds % 1000) * 1_000_000)
-        var spec = itimerspec(it_interval: ts, it_value: ts)
-        if timerfd_settime(fd, 0, &spec, nil) < 0 {
-            let e = errno
+        let fd = try makeTimerFD(name: name)
+        do {
+            try Self.setTimer(fd, milliseconds: intervalMilliseconds, repeating: true, name: name)
+        } catch {
             _ = Glibc.close(fd)
-            throw SystemCallError(call: "timerfd_settime", device: name, errno: e)
+            throw error
         }
         return fd
+    }
+
+    /// A disarmed timerfd.
+    func makeTimerFD(name: String) throws(SystemCallError) -> Int32 {
+        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
+        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
+        return fd
+    }
+
+    /// Arms `fd` to expire in `milliseconds` (0 disarms), and every as long after when `repeating`.
+    static func setTimer(_ fd: Int32, milliseconds: Int, repeating: Bool, name: String) throws(SystemCallError) {
+        let ts = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var spec = itimerspec(it_interval: repeating ? ts : timespec(), it_value: ts)
+        if timerfd_settime(fd, 0, &spec, nil) < 0 {
+            throw SystemCallError(call: "timerfd_settime", device: name, errno: errno)
+        }
     }
 }
 #endif

@@ -49,7 +49,6 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     var ownAddress: ResolvedSocketAddress?
     /// recvmsg's source address, preallocated.
     private let senderStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
-    private var receiveEnabled = false
     private var senderWaiting = false
     private let isUDP: Bool
     /// A unix unicast socket is connected to `remote` whenever the peer is there: only a
@@ -137,12 +136,14 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
 
     private func watchSockets() throws(NetBackendError) {
         do {
-            source = try eventLoop.watch(fd: fd, name: "dgram \(name)") { [unowned self] ready in
+            source = try eventLoop.watch(fd: fd, name: "dgram \(name)") { [weak self] ready in
+                guard let self else { return }
                 if ready.contains(.write) { self.source?.disable(.write); self.writable() }
                 if ready.contains(.read) { self.notifyReceive() }
             }
             if sendFD != fd {
-                sendSource = try eventLoop.watch(fd: sendFD, name: "dgram send \(name)") { [unowned self] _ in
+                sendSource = try eventLoop.watch(fd: sendFD, name: "dgram send \(name)") { [weak self] _ in
+                    guard let self else { return }
                     self.sendSource?.disable(.write)
                     self.writable()
                 }
@@ -162,14 +163,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     /// Always up, except a vfkit host before it has heard from its peer.
     public override var isLinkUp: Bool { mode != .vfkit || destination.length > 0 }
 
-    public override func enableReceive() {
-        receiveEnabled = true
-        source?.enable(.read)
-    }
-
-    public override func disableReceive() {
-        receiveEnabled = false
-        source?.disable(.read)
+    public override func watchReceive(_ on: Bool) {
+        if on { source?.enable(.read) } else { source?.disable(.read) }
     }
 
     // MARK: receive
@@ -271,7 +266,8 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     private func armRetryTimer() {
         if retryTimer == nil {
             do {
-                retryTimer = try eventLoop.addTimer(name: "dgram retry \(name)", intervalMilliseconds: 2) { [unowned self] in
+                retryTimer = try eventLoop.addTimer(name: "dgram retry \(name)", intervalMilliseconds: 2) { [weak self] in
+                    guard let self else { return }
                     self.retryTimer?.disable(.read)
                     self.writable()
                 }

@@ -27,7 +27,6 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     private let outgoing: SeqpacketSendBatch
     private let incoming: SeqpacketReceiveRing
     private var socketSource: EventSource?
-    private var receiveWanted = false
     /// `recvmmsg` calls left in this read-readiness callback. One batch per callback,
     /// then `.empty`: the frames' answers (the guest's ACKs, read from the other side of
     /// the relay) reach libslirp a batch later rather than after everything queued,
@@ -65,7 +64,8 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         _ = try? SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: name)
         _ = try? SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: name)
         do {
-            socketSource = try eventLoop.watch(fd: fd, name: name) { [unowned self] ready in
+            socketSource = try eventLoop.watch(fd: fd, name: name) { [weak self] ready in
+                guard let self else { return }
                 if ready.contains(.write) { self.socketWritable() }
                 if ready.contains(.read) {
                     self.fillsLeft = 1
@@ -75,7 +75,9 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         } catch {
             throw .system(error)
         }
-        if receiveWanted { socketSource?.enable(.read) }
+        // A disable from another thread meanwhile is caught up with on the loop thread;
+        // the handler itself is never called while receive is disabled.
+        if isReceiveEnabled { socketSource?.enable(.read) }
     }
 
     /// Stops watching and closes the socket; frames queued or read ahead are dropped
@@ -91,15 +93,12 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         incoming.reset()
     }
 
-    public override func enableReceive() {
-        receiveWanted = true
-        socketSource?.enable(.read)
+    public override func watchReceive(_ on: Bool) {
+        if on { socketSource?.enable(.read) } else { socketSource?.disable(.read) }
     }
 
-    public override func disableReceive() {
-        receiveWanted = false
-        socketSource?.disable(.read)
-    }
+    /// Frames read ahead and not handed out yet: no event announces them.
+    public override var hasBufferedFrames: Bool { fd >= 0 && !incoming.isEmpty }
 
     /// Called on the loop thread when the peer closed its end or reset. The default
     /// throws `.deviceGone`; a subclass may re-attach instead and return normally.
@@ -248,5 +247,8 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         return n > 0 ? n - linkHeaderLength + vnetHeaderLength : 0
     }
 
-    public override func close() { detach() }
+    public override func close() {
+        super.close()
+        detach()
+    }
 }

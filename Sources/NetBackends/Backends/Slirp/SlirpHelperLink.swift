@@ -76,12 +76,13 @@ final class SlirpHelperLink: @unchecked Sendable {
         _ = try? SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: "slirp helper socket")
         _ = try? SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: "slirp helper socket")
         do {
-            socketSource = try eventLoop.watch(fd: fd, name: "netbe main process") { [unowned self] ready in
+            socketSource = try eventLoop.watch(fd: fd, name: "netbe main process") { [weak self] ready in
+                guard let self else { return }
                 if ready.contains(.write) { self.socketWritable() }
                 if ready.contains(.read) { self.socketReadable() }
             }
-            queueSource = try eventLoop.watch(fd: stack.queue.readyFD, name: "slirp frames") { [unowned self] _ in
-                self.writeQueued()
+            queueSource = try eventLoop.watch(fd: stack.queue.readyFD, name: "slirp frames") { [weak self] _ in
+                self?.writeQueued()
             }
         } catch {
             socketSource?.cancel()
@@ -98,7 +99,7 @@ final class SlirpHelperLink: @unchecked Sendable {
 
     /// Starts moving frames (after the handshake).
     func start() {
-        stack.framesQueued = { [unowned self] in self.writeQueued() }
+        stack.framesQueued = { [weak self] in self?.writeQueued() }
         socketSource?.enable(.read)
         queueSource?.enable(.read)
     }

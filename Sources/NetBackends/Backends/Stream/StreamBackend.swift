@@ -44,13 +44,13 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// A write found the peer gone: nothing more is sent, what it sent is read to its end
     /// of file before the connection is dropped (StreamDrain.swift).
     var draining = false
-    private var receiveEnabled = false
-    private var resumeScheduled = false
-    private var resumeWork: (@Sendable () -> Void)!
 
     // Listener state (role .listen).
     var listenFD: Int32 = -1
     var listenSource: EventSource?
+    /// Re-enables the listener after accept ran out of descriptors (StreamListener).
+    var acceptRetry: OneShotTimer?
+    var acceptStalled = false
     var boundUnixPath: String?
     // Connector state (role .connect).
     var retrySource: EventSource?
@@ -94,7 +94,6 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         lengthPrefix = .allocate(capacity: 1)
         sendVector = .allocate(capacity: Self.sendVectorCapacity)
         super.init(spec: spec, kind: "stream", name: address.description, eventLoop: eventLoop)
-        resumeWork = { [unowned self] in self.resumeBufferedFrames() }
         do throws(NetBackendError) {
             switch role {
             case .listen: try startListening()
@@ -141,8 +140,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         }
         let source: EventSource
         do {
-            source = try eventLoop.watch(fd: fd, name: "stream \(peer)") { [unowned self] ready in
-                self.connectionReady(ready)
+            source = try eventLoop.watch(fd: fd, name: "stream \(peer)") { [weak self] ready in
+                self?.connectionReady(ready)
             }
         } catch {
             Glibc.close(fd)
@@ -156,7 +155,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         outputBlocked = false
         draining = false
         backoffMilliseconds = 100
-        if receiveEnabled { source.enable(.read) }
+        if isReceiveEnabled { source.enable(.read) }
         log.info("\(name): peer \(peer) attached")
         notifyLinkState(true)
     }
@@ -183,7 +182,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         if senderWaiting {
             // The relay waits for writable; let it retry (it now gets no_peer drops).
             senderWaiting = false
-            eventLoop.execute { [unowned self] in self.notifyWritable() }
+            eventLoop.execute { [weak self] in self?.notifyWritable() }
         }
         switch role {
         case .listen:
@@ -208,7 +207,6 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         }
         if ready.contains(.read) && connectionFD >= 0 {
             notifyReceive()
-            scheduleResumeIfBuffered()
         }
     }
 
@@ -232,31 +230,13 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
 
     // MARK: receive
 
-    public override func enableReceive() {
-        receiveEnabled = true
-        connectionSource?.enable(.read)
-        scheduleResumeIfBuffered()
+    public override func watchReceive(_ on: Bool) {
+        if on { connectionSource?.enable(.read) } else { connectionSource?.disable(.read) }
     }
 
-    public override func disableReceive() {
-        receiveEnabled = false
-        connectionSource?.disable(.read)
-    }
-
-    /// Whole frames may sit in the buffer after the relay stopped at its batch limit
-    /// while the socket itself is drained: epoll would not call again, so ask the loop.
-    private func scheduleResumeIfBuffered() {
-        guard receiveEnabled, connectionFD >= 0, !resumeScheduled, input.holdsWholeFrame else { return }
-        resumeScheduled = true
-        eventLoop.execute(resumeWork)
-    }
-
-    private func resumeBufferedFrames() {
-        resumeScheduled = false
-        guard receiveEnabled, connectionFD >= 0 else { return }
-        notifyReceive()
-        scheduleResumeIfBuffered()
-    }
+    /// Whole frames may sit in the buffer after the frontend stopped at its batch limit
+    /// while the socket itself is drained: epoll would not call again.
+    public override var hasBufferedFrames: Bool { connectionFD >= 0 && input.holdsWholeFrame }
 
     /// Hands out the next whole record from the connection's buffer, reading the socket
     /// only when none is buffered. A record shorter than an Ethernet header is dropped as
@@ -326,6 +306,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// Closes every socket and removes the unix socket file this backend bound.
     public override func close() {
         super.close()
+        acceptRetry?.cancel()
+        acceptRetry = nil
         retrySource?.cancel()
         retrySource = nil
         connectingSource?.cancel()

@@ -40,7 +40,8 @@ extension StreamBackend {
         backoffMilliseconds = min(backoffMilliseconds * 2, seconds * 1000)
         log.debug("\(name): reconnecting in \(delay) ms")
         do {
-            retrySource = try eventLoop.addTimer(name: "stream reconnect \(name)", intervalMilliseconds: delay) { [unowned self] in
+            retrySource = try eventLoop.addTimer(name: "stream reconnect \(name)", intervalMilliseconds: delay) { [weak self] in
+                guard let self else { return }
                 self.retrySource?.cancel()
                 self.retrySource = nil
                 self.attemptConnect()
@@ -70,8 +71,8 @@ extension StreamBackend {
         }
         connectingFD = fd
         do {
-            connectingSource = try eventLoop.watch(fd: fd, name: "stream connecting \(device)") { [unowned self] _ in
-                self.connectFinished()
+            connectingSource = try eventLoop.watch(fd: fd, name: "stream connecting \(device)") { [weak self] _ in
+                self?.connectFinished()
             }
             connectingSource?.enable(.write)
         } catch {

@@ -134,10 +134,14 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         carrier = up
     }
 
+    /// The error for a failed read or write. A vanished device's descriptor reports an
+    /// error condition for ever: it is unwatched at once, so that a frontend that
+    /// ignores the error (the README's loop) is not called again and again.
     @inline(__always)
     private func gone(_ e: SystemCallError) -> NetBackendError {
         switch e.errno {
         case EBADFD, ENXIO, ENODEV:
+            stopWatching()
             return .deviceGone("tap \(name) went away (interface deleted or its namespace removed): \(e)")
         default:
             return .system(e)
@@ -211,6 +215,9 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         bounceLength = -1
         return deliver(bounce + hiddenHeader, length: length, into: buffers)
     }
+
+    /// A peeked frame waits in `bounce`, where no event announces it.
+    public override var hasBufferedFrames: Bool { bounceLength >= 0 }
 
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         if bounceLength < 0 {

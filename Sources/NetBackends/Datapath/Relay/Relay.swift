@@ -25,7 +25,8 @@ public final class Relay: @unchecked Sendable {
     }
 
     /// Installs the handlers and enables receive on both sides. A backend error stops
-    /// the loop with that error.
+    /// the loop with that error (a failed `flush` too). The handlers hold the directions,
+    /// which hold the backends: `stop()` (or closing a backend) removes them.
     public func start() {
         let loop = a.eventLoop
         let f = forward, r = backward
@@ -46,7 +47,14 @@ public final class Relay: @unchecked Sendable {
         b.enableReceive()
     }
 
+    /// Stops for good, from any thread: removes the handlers (waiting for a running one),
+    /// so that no late writable or receive event restarts a direction, then disables
+    /// receive on both sides. The relay and its directions are freed once released.
     public func stop() {
+        a.removeHandlers()
+        b.removeHandlers()
+        forward.stop()
+        backward.stop()
         a.disableReceive()
         b.disableReceive()
     }

@@ -30,6 +30,8 @@ public final class RelayDirection: @unchecked Sendable {
     // Loop-thread state read per frame: no run-time exclusivity check (see BackendStatistics).
     @exclusivity(unchecked) private var pendingLength = -1   // a frame waiting for a blocked sink
     @exclusivity(unchecked) private var blocked = false
+    /// Set by `Relay.stop` once no handler of the relay can run any more: final.
+    @exclusivity(unchecked) private var stopped = false
     // What the sink accepts, from the negotiation done before the direction exists.
     private let sinkTakesCsum: Bool
     private let sinkTakesTSO4: Bool
@@ -74,12 +76,20 @@ public final class RelayDirection: @unchecked Sendable {
         segment.deallocate()
     }
 
-    /// Source readable: move up to a batch of frames.
+    /// Makes the direction inert (see `Relay.stop`).
+    func stop() { stopped = true }
+
+    /// Source readable: move up to a batch of frames, then end the sink's batch. A
+    /// failing `flush` (the peer vanished while gathered frames were written) throws
+    /// like a failing `send`.
     func pump() throws(NetBackendError) {
-        if blocked { return }
-        if let ring { return try pumpJoining(ring) }
+        if blocked || stopped { return }
+        if let ring { try pumpJoining(ring) } else { try pumpFrames() }
+        try sink.flush()
+    }
+
+    private func pumpFrames() throws(NetBackendError) {
         var budget = batchLimit
-        defer { try? sink.flush() }
         while budget > 0 {
             switch try source.receive(into: UnsafeBufferPointer(start: inVector, count: 1)) {
             case .empty:
@@ -96,13 +106,14 @@ public final class RelayDirection: @unchecked Sendable {
 
     /// Sink writable again: retry the held frame, then resume reading.
     func resume() throws(NetBackendError) {
-        guard blocked else { return }
+        guard blocked, !stopped else { return }
         blocked = false
         if let ring {
             if try !deliver(ring) { return }
         } else if try !forward() {
             return
         }
+        if stopped { return }   // stopped from inside the send above
         source.enableReceive()
         try pump()
     }
@@ -217,7 +228,6 @@ public final class RelayDirection: @unchecked Sendable {
     /// `pump` when joining: reads up to a ring of frames, then delivers them, runs joined.
     private func pumpJoining(_ ring: JoinRing) throws(NetBackendError) {
         var budget = batchLimit
-        defer { try? sink.flush() }
         while budget > 0 {
             ring.reset()
             var sourceEmpty = false
