@@ -182,9 +182,17 @@ public final class RelayDirection: @unchecked Sendable {
         let outHeader = sink.vnetHeaderLength
         if segmenter == nil {
             let gsoSize = Int(UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            let type = frame.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
+            guard type == VirtioNetHeader.GSOType.tcpv4.rawValue || type == VirtioNetHeader.GSOType.tcpv6.rawValue else {
+                statistics.countDrop(.offloadUnsupported)   // UDP GSO: never asked for, not cut here
+                pendingLength = -1
+                return true
+            }
+            // Not TCP of the family the header names, or a gso_size no sender uses: malformed.
             guard let s = TCPSegmenter(frame: payload, length: payloadLength, gsoSize: gsoSize),
+                  s.isIPv6 == (type == VirtioNetHeader.GSOType.tcpv6.rawValue),
                   outHeader + s.maximumSegmentLength <= bufferSize else {
-                statistics.countDrop(.offloadUnsupported)
+                statistics.countDrop(.malformed)
                 pendingLength = -1
                 return true
             }
