@@ -42,6 +42,9 @@ public struct TCPSegmenter {
     /// The longest segment `next` writes: headers plus `gso_size`.
     public var maximumSegmentLength: Int { layout.headerLength + segmentSize }
 
+    /// Every segment was written.
+    public var isFinished: Bool { sent >= layout.payloadLength && (index > 0 || layout.payloadLength > 0) }
+
     /// Segments this super-frame makes.
     public var count: Int { max(1, (layout.payloadLength + segmentSize - 1) / segmentSize) }
 

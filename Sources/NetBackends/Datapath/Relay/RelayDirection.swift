@@ -1,3 +1,4 @@
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,9 @@ public final class RelayDirection: @unchecked Sendable {
     public let statistics = BackendStatistics()
     /// Frames handled per readiness callback before yielding to the other direction.
     @exclusivity(unchecked) public var batchLimit = 128
+    /// Segments cut from super-frames per wake-up: a longer cut (a small `gso_size` makes a
+    /// 64 KiB frame over a thousand segments) yields to the loop and goes on next round.
+    @exclusivity(unchecked) public var cutLimit = 256
 
     private let capture: PcapWriter?
     private let bufferSize = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
@@ -43,6 +47,11 @@ public final class RelayDirection: @unchecked Sendable {
     @exclusivity(unchecked) private var frame: UnsafeMutableRawPointer
     /// Set when joining: the sink takes TSO, the source never hands out GSO frames.
     private let ring: JoinRing?
+    /// Segments this wake-up may still cut (`cutLimit` at each `pump`/`resume`).
+    @exclusivity(unchecked) private var cutBudget = 0
+    /// An eventfd that is always readable, watched only while a cut waits: enabling its
+    /// read interest brings `resume` next loop round, without allocating per yield.
+    private var resumeCut: EventSource?
 
     init(from source: NetBackend, to sink: NetBackend, capture: PcapWriter?) {
         self.source = source
@@ -64,9 +73,20 @@ public final class RelayDirection: @unchecked Sendable {
         ring = (sinkTakesTSO4 || sinkTakesTSO6) && !sourceGivesGSO
             ? JoinRing(capacity: TCPCoalescer.maximumSegments, slotSize: bufferSize) : nil
         ring?.headerLength = source.vnetHeaderLength
+        let fd = eventfd(1, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        if fd >= 0 {
+            resumeCut = try? sink.eventLoop.watch(fd: fd, name: "relay \(source.name)->\(sink.name) cut", ownsDescriptor: true) {
+                [weak self] _ in
+                guard let self else { return }
+                self.resumeCut?.disable(.read)
+                do throws(NetBackendError) { try self.resume() } catch { self.sink.eventLoop.stop(throwing: error) }
+            }
+            if resumeCut == nil { _ = Glibc.close(fd) }
+        }
     }
 
     deinit {
+        resumeCut?.cancel()
         buffer.deallocate()
         inVector.deallocate()
         outVector.deallocate()
@@ -79,8 +99,9 @@ public final class RelayDirection: @unchecked Sendable {
         if blocked { return }
         if let ring { return try pumpJoining(ring) }
         var budget = batchLimit
+        cutBudget = cutLimit
         defer { try? sink.flush() }
-        while budget > 0 {
+        while budget > 0 && cutBudget > 0 {
             switch try source.receive(into: UnsafeBufferPointer(start: inVector, count: 1)) {
             case .empty:
                 return
@@ -94,10 +115,12 @@ public final class RelayDirection: @unchecked Sendable {
         }
     }
 
-    /// Sink writable again: retry the held frame, then resume reading.
+    /// Sink writable again (or a cut that yielded is due): retry the held frame, then
+    /// resume reading.
     func resume() throws(NetBackendError) {
         guard blocked else { return }
         blocked = false
+        cutBudget = cutLimit
         if let ring {
             if try !deliver(ring) { return }
         } else if try !forward() {
@@ -209,6 +232,15 @@ public final class RelayDirection: @unchecked Sendable {
             outVector[0] = iovec(iov_base: segment, iov_len: outHeader + segmentLength)
             if try offer(1) == .wouldBlock { return false }
             segmentLength = 0
+            cutBudget -= 1
+            if cutBudget <= 0 && !segmenter!.isFinished, let resumeCut {
+                // Enough for this wake-up: hold the cut as back-pressure holds it, and let
+                // the loop run everything else before `resume` goes on from here.
+                blocked = true
+                source.disableReceive()
+                resumeCut.enable(.read)
+                return false
+            }
         }
         segmenter = nil
         statistics.frames &+= 1
