@@ -18,6 +18,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         availability: {
             access("/dev/net/tun", F_OK) == 0 ? .available : .unavailable("no /dev/net/tun")
         },
+        check: { (spec) throws(NetBackendError) in _ = try TapConfiguration(spec) },
         open: { (spec, loop) throws(NetBackendError) in try TapBackend(spec: spec, eventLoop: loop) }
     )
 
@@ -50,20 +51,8 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     }()
 
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
-        let r = SpecReader(spec)
-        let netns = try r.string("netns")
-        let vnet = try r.bool("vnet", default: true)
-        let offload = try r.bool("offload", default: true)
-        let hdrlen = try r.choice("hdrlen", ["10", "12"]).flatMap { Int($0) } ?? VirtioNetHeader.mergeableLength
-        let options = TapDevice.Options(name: spec.name, vnet: vnet, mtu: try r.int("mtu", in: 68...65535),
-                                        mac: try r.mac("mac"), up: try r.bool("up", default: true))
-        try r.finish(kind: "tap")
-        if spec.name.utf8.count >= Int(cnb_IFNAMSIZ) {
-            throw .badSpec("bad spec '\(spec.text)': interface name '\(spec.name)' is longer than \(cnb_IFNAMSIZ - 1) bytes")
-        }
-        if !vnet && spec.values("hdrlen").count > 0 {
-            throw .badSpec("bad spec '\(spec.text)': hdrlen= needs vnet=on")
-        }
+        let c = try TapConfiguration(spec)
+        let (netns, vnet, offload, hdrlen, options) = (c.netns, c.vnet, c.offload, c.headerLength, c.options)
         let device = try NetworkNamespace.run(in: netns) { () throws(NetBackendError) -> TapDevice in try TapDevice.open(options) }
         fd = device.fd
         attachedToExisting = device.attached
