@@ -102,6 +102,9 @@ import Testing
             let fast = bytes.withUnsafeBytes { InternetChecksum.sum($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, length, initial: initial) }
             #expect(fast == UInt32(reference), "length \(length)")
         }
+        // Every carry at once: all-ones words, long enough to wrap the accumulator's halves.
+        let ones = [UInt8](repeating: 0xff, count: 65_534)
+        #expect(ones.withUnsafeBytes { InternetChecksum.sum($0.baseAddress!, $0.count, initial: 0xffff) } == 0xffff)
     }
 
     @Test func builtFramesHaveValidChecksums() {

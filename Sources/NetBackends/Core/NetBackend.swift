@@ -18,6 +18,11 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case noPeer
     /// Shorter than an Ethernet header, or cut short by the transport.
     case truncated
+    /// Longer than the transport takes: refused with EMSGSIZE (a joined super-frame too
+    /// big for a socket's buffer), or a message longer than any frame.
+    case oversized
+    /// A backend's own queue was full (libslirp's output waiting for the frontend).
+    case queueFull
 
     public var description: String {
         switch self {
@@ -27,6 +32,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .offloadUnsupported: return "offload_unsupported"
         case .noPeer: return "no_peer"
         case .truncated: return "truncated"
+        case .oversized: return "oversized"
+        case .queueFull: return "queue_full"
         }
     }
 }

@@ -3,16 +3,22 @@
 /// of software segmentation and coalescing.
 public enum InternetChecksum {
     /// Folds the one's-complement sum of `length` bytes at `p` into `initial` (a folded
-    /// 16-bit sum, network byte order as an integer). RFC 1071 section 2(B): the sum is
-    /// byte-order independent, so 8-byte native words are added with end-around carry and
-    /// the folded result is swapped once at the end, rather than a 16-bit load per step.
+    /// 16-bit sum, network byte order as an integer). RFC 1071 section 2: the sum is
+    /// byte-order independent and carries may be deferred, so native 32-bit words are
+    /// added into a 64-bit accumulator (no carry to propagate per step, which the compiler
+    /// can vectorise), folded at the end and swapped once, rather than a 16-bit load per step.
     public static func sum(_ p: UnsafeRawPointer, _ length: Int, initial: UInt32 = 0) -> UInt32 {
         var acc: UInt64 = 0
         var i = 0
-        while i + 8 <= length {
-            let (s, carry) = acc.addingReportingOverflow(p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            acc = s &+ (carry ? 1 : 0)
-            i += 8
+        while i + 16 <= length {
+            let a = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            let b = p.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+            acc &+= (a & 0xffff_ffff) &+ (a >> 32) &+ (b & 0xffff_ffff) &+ (b >> 32)
+            i += 16
+        }
+        while i + 4 <= length {
+            acc &+= UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i += 4
         }
         var tail: UInt64 = 0
         var shift: UInt64 = 0
@@ -21,9 +27,9 @@ public enum InternetChecksum {
             shift += 8
             i += 1
         }
-        let (s, carry) = acc.addingReportingOverflow(tail)
-        acc = s &+ (carry ? 1 : 0)
-        // 64 -> 16 bits, still in memory (little-endian on our targets) order.
+        acc &+= tail
+        // 64 -> 16 bits with end-around carries, still in memory (little-endian) order.
+        acc = (acc & 0xffff_ffff) &+ (acc >> 32)
         acc = (acc & 0xffff_ffff) &+ (acc >> 32)
         acc = (acc & 0xffff) &+ (acc >> 16)
         acc = (acc & 0xffff) &+ (acc >> 16)

@@ -82,7 +82,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
             _ = Glibc.close(fd)
             fd = -1
         }
-        for _ in 0..<outgoing.reset() { statistics.countDrop(.noPeer) }
+        statistics.countLostAfterSend(.noPeer, UInt64(outgoing.reset()))
         incoming.reset()
     }
 
@@ -95,6 +95,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
         receiveWanted = false
         socketSource?.disable(.read)
     }
+
+    /// A message on a link with headers that is shorter than any frame: true when the
+    /// subclass took it as a control message. The default takes none.
+    open func control(_ bytes: UnsafeRawPointer, length: Int) -> Bool { false }
 
     /// Called on the loop thread when the peer closed its end or reset. The default
     /// throws `.deviceGone`; a subclass may re-attach instead and return normally.
@@ -131,22 +135,27 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
 
     /// Writes the batch; a full socket keeps the rest and asks for a writable callback.
     private func writeBatch() throws(NetBackendError) {
-        guard fd >= 0 else { return }
-        switch outgoing.write(fd: fd) {
-        case .done:
-            break
-        case .full:
-            socketSource?.enable(.write)
-        case .failed(let e, let dropped):
-            switch e {
-            case EMSGSIZE:
-                statistics.countDrop(.malformed)
-            case EPIPE, ECONNRESET, ENOTCONN:
-                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
-                try peerGone("the peer closed its socket")
-            default:
-                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
-                throw .system(SystemCallError(call: "sendmmsg", device: name, errno: e))
+        while fd >= 0 {
+            switch outgoing.write(fd: fd) {
+            case .done:
+                return
+            case .full:
+                socketSource?.enable(.write)
+                return
+            case .failed(let e, let dropped):
+                switch e {
+                case EMSGSIZE:
+                    // That one message is lost (sent before: the relay did not count it);
+                    // the rest of the batch goes on.
+                    statistics.countLostAfterSend(.oversized)
+                case EPIPE, ECONNRESET, ENOTCONN:
+                    statistics.countLostAfterSend(.noPeer, UInt64(dropped))
+                    try peerGone("the peer closed its socket")
+                    return
+                default:
+                    statistics.countLostAfterSend(.noPeer, UInt64(dropped))
+                    throw .system(SystemCallError(call: "sendmmsg", device: name, errno: e))
+                }
             }
         }
     }
@@ -197,10 +206,16 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 return .empty
             }
             if slot.truncated {
-                statistics.countDrop(.noSpace)
-                return .dropped(length: slot.length, reason: .noSpace)
+                statistics.countDrop(.oversized)   // longer than any frame
+                return .dropped(length: slot.length, reason: .oversized)
             }
             let l = linkHeaderLength, h = vnetHeaderLength
+            // On netbe's own link a message shorter than any frame is a control message.
+            if l > 0 && slot.length < l + 14 {
+                if control(slot.bytes, length: slot.length) { continue }
+                statistics.countDrop(.truncated)
+                return .dropped(length: slot.length, reason: .truncated)
+            }
             if l == h { return deliver(slot.bytes, length: slot.length, into: buffers) }
             guard slot.length >= l + 14 else {
                 statistics.countDrop(.truncated)

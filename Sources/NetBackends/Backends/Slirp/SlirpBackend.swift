@@ -57,6 +57,7 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
         runVectors = .allocate(capacity: 1 + TCPCoalescer.maximumSegments)
         runVectors.initialize(repeating: iovec(), count: 1 + TCPCoalescer.maximumSegments)
         super.init(spec: spec, kind: "slirp", name: "slirp(\(SlirpConfiguration.text(configuration.network)))", eventLoop: eventLoop)
+        stack.queue.statistics = statistics
         do {
             try watch(fd: stack.queue.readyFD)
         } catch {

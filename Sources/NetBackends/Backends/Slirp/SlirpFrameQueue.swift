@@ -23,6 +23,9 @@ final class SlirpFrameQueue {
     private var count = 0
     private(set) var overflowDrops: UInt64 = 0
     private(set) var oversizeDrops: UInt64 = 0
+    /// Where drops are reported (`queue_full`, `oversized`, lost before any receive): the
+    /// in-process backend's statistics, or the helper's, which it sends to netbe.
+    var statistics: BackendStatistics?
 
     /// `slotSize`: the largest frame kept; `capacity`: frames held before dropping.
     init(slotSize: Int, capacity: Int) throws(SystemCallError) {
@@ -48,8 +51,16 @@ final class SlirpFrameQueue {
     /// (libslirp's contract allows it: TCP retransmits).
     @inline(__always)
     func push(_ frame: UnsafeRawPointer, length: Int) {
-        guard length <= slotSize else { oversizeDrops &+= 1; return }
-        guard count < capacity else { overflowDrops &+= 1; return }
+        guard length <= slotSize else {
+            oversizeDrops &+= 1
+            statistics?.countLostBeforeReceive(.oversized)
+            return
+        }
+        guard count < capacity else {
+            overflowDrops &+= 1
+            statistics?.countLostBeforeReceive(.queueFull)
+            return
+        }
         let slot = (head + count) % capacity
         (storage + slot * slotSize).copyMemory(from: frame, byteCount: length)
         lengths[slot] = length

@@ -23,6 +23,8 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     private var helper: SlirpHelperProcess?
     private let program: String
     private var recentRestarts: [Int64] = []
+    /// The helper's drop totals last heard (after send, then before receive, by reason).
+    private var helperDrops = [UInt64](repeating: 0, count: 2 * DropReason.allCases.count)
     private let log = Logger(label: "netbe.slirp")
 
     public init(spec: BackendSpec, configuration: SlirpConfiguration, eventLoop: NetEventLoop) throws(NetBackendError) {
@@ -87,6 +89,17 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         return r
     }
 
+    /// The helper's drops report: its totals become this backend's drops, for the report.
+    public override func control(_ bytes: UnsafeRawPointer, length: Int) -> Bool {
+        guard let m = SlirpHelperLink.parseDropsMessage(bytes, length: length) else { return false }
+        let i = (m.afterSend ? 0 : DropReason.allCases.count) + m.reason.rawValue
+        guard m.total > helperDrops[i] else { return true }
+        let n = m.total - helperDrops[i]
+        helperDrops[i] = m.total
+        if m.afterSend { statistics.countLostAfterSend(m.reason, n) } else { statistics.countLostBeforeReceive(m.reason, n) }
+        return true
+    }
+
     static func ownExecutable() -> String {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
@@ -110,6 +123,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         helper = h
         helperPID = h.pid
         restarts += 1
+        helperDrops = helperDrops.map { _ in 0 }   // a new helper counts from zero
         try attach(fd: h.fd)
         try tellFeatures()
         log.notice("slirp helper restarted (pid \(h.pid)); traffic resumes")

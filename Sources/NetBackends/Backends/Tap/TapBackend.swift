@@ -190,6 +190,11 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
                     }
                 } catch { throw gone(error) }
                 guard case .processed(let n) = r, n > 0 else { return .empty }
+                // Shorter than a header and an Ethernet header: counted, never delivered.
+                guard n >= vnetHeaderLength + 14 else {
+                    statistics.countDrop(.truncated)
+                    return .dropped(length: n, reason: .truncated)
+                }
                 return .frame(length: n)
             }
         }
@@ -198,6 +203,10 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         }
         let length = bounceLength - hiddenHeader
         bounceLength = -1
+        guard length >= vnetHeaderLength + 14 else {
+            statistics.countDrop(.truncated)
+            return .dropped(length: max(length, 0), reason: .truncated)
+        }
         return deliver(bounce + hiddenHeader, length: length, into: buffers)
     }
 
@@ -205,13 +214,14 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         if bounceLength < 0 {
             guard try fillBounce() else { return 0 }
         }
-        return bounceLength - hiddenHeader
+        // A frame too short to deliver still waits: `receive` drops it, counted.
+        return max(bounceLength - hiddenHeader, 1)
     }
 
     private func fillBounce() throws(NetBackendError) -> Bool {
         let r: IOResult
         do { r = try Syscall.read(fd, bounce, bounceSize, device: name) } catch { throw gone(error) }
-        guard case .processed(let n) = r, n > hiddenHeader else { return false }
+        guard case .processed(let n) = r, n > 0 else { return false }
         bounceLength = n
         return true
     }

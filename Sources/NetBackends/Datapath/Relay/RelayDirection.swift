@@ -94,6 +94,15 @@ public final class RelayDirection: @unchecked Sendable {
         segment.deallocate()
     }
 
+    /// Every drop of this direction by reason, zeros included, for reports: what it counted
+    /// from send and receive results, what the sink lost after taking it, what the source
+    /// lost before it could hand it out (`BackendStatistics.countLostAfterSend`/`BeforeReceive`).
+    public var dropsByReason: [(DropReason, UInt64)] {
+        DropReason.allCases.map {
+            ($0, statistics.drops($0) &+ sink.statistics.lostAfterSend($0) &+ source.statistics.lostBeforeReceive($0))
+        }
+    }
+
     /// Source readable: move up to a batch of frames.
     func pump() throws(NetBackendError) {
         if blocked { return }

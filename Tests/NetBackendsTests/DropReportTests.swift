@@ -1,0 +1,46 @@
+import CNetBackends
+import Foundation
+import NetBackends
+import Testing
+
+/// Every drop counted and reported: a frame a backend took (`.sent`) and lost afterwards
+/// never reached the relay as a drop result, yet it must be in the direction's `drops`
+/// (what `netbe` prints). Here a seqpacket socket whose send buffer is smaller than the
+/// frame refuses it with EMSGSIZE when the batch is written (as a joined super-frame too
+/// big for the helper's socket would be).
+@Suite struct DropReportTests {
+    @Test(.timeLimit(.minutes(1))) func frameRefusedWithEMSGSIZEAfterSendIsReported() throws {
+        let loop = try NetEventLoop()
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, cnb_SOCK_SEQPACKET | cnb_SOCK_NONBLOCK | cnb_SOCK_CLOEXEC, 0, &fds) == 0)
+        defer { close(fds[1]) }
+        let source = try DatagramPairBackend(loop: loop)
+        let sink = try SeqpacketBackend(spec: try BackendSpec(parsing: "seqpacket"), kind: "seqpacket", name: "seqpacket",
+                                        fd: fds[0], eventLoop: loop)
+        defer { source.close(); sink.close() }
+        // After the backend asked for its 4 MiB: a small buffer makes a 20 kB message too long.
+        var small: Int32 = 4096
+        #expect(setsockopt(sink.fd, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size)) == 0)
+        let relay = try Relay(source, sink)
+        let lt = try LoopThread(loop)
+        try lt.sync { relay.start() }
+        let big = OffloadTests.segment(seq: 1, payload: OffloadTests.payload(20_000, seed: 1))
+        let fine = OffloadTests.segment(seq: 1, payload: OffloadTests.payload(100, seed: 2))
+        for f in [big, fine] {
+            #expect(f.withUnsafeBytes { send(source.peer, $0.baseAddress, $0.count, 0) } == f.count)
+        }
+        var buffer = [UInt8](repeating: 0, count: 70_000)
+        var got: [Int] = []
+        try waitUntil(5, "the small frame at the seqpacket peer") {
+            let n = recv(fds[1], &buffer, buffer.count, cnb_MSG_DONTWAIT)
+            if n > 0 { got.append(n) }
+            return got.contains(fine.count)
+        }
+        try lt.sync { relay.stop() }
+        #expect(try lt.stop() == nil)
+        #expect(!got.contains(big.count))
+        let drops = Dictionary(uniqueKeysWithValues: relay.forward.dropsByReason.map { ($0.0.description, $0.1) })
+        #expect(drops["oversized"] == 1, "\(drops)")
+        #expect(drops.values.reduce(0, +) == 1, "\(drops)")
+    }
+}
