@@ -41,6 +41,9 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
 /// The result of `send`: handed over, would block (the backend calls the writable
 /// handler once it can take more), or dropped for a counted reason.
 public enum SendResult: Equatable, Sendable {
+    /// Taken. The count is the frame as the caller handed it over, its virtio-net header
+    /// included (`vnetHeaderLength` bytes; none at 0): the same for every backend, whatever
+    /// goes on the wire (a tap's hidden header, a stream's length prefix, a link header).
     case sent(Int)
     case wouldBlock
     case dropped(DropReason)
