@@ -136,7 +136,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     /// Writes the batch; a full socket keeps the rest and asks for a writable callback.
     private func writeBatch() throws(NetBackendError) {
         while fd >= 0 {
-            switch outgoing.write(fd: fd) {
+            switch outgoing.write(fd: fd, device: name) {
             case .done:
                 return
             case .full:
@@ -183,17 +183,11 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
             if incoming.isEmpty {
                 if fillsLeft == 0 { return .empty }
                 fillsLeft -= 1
-                let n = incoming.fill(fd: fd)
-                if n < 0 {
-                    switch errno {
-                    case EINTR: continue
-                    case EAGAIN: return .empty
-                    case ECONNRESET:
-                        try peerGone("the peer reset its socket")
-                        return .empty
-                    default:
-                        throw .system(SystemCallError(call: "recvmmsg", device: name, errno: errno))
-                    }
+                let n: Int
+                do { n = try incoming.fill(fd: fd, device: name) } catch {
+                    guard error.errno == ECONNRESET else { throw .system(error) }
+                    try peerGone("the peer reset its socket")
+                    return .empty
                 }
                 if n == 0 { return .empty }
             }
@@ -241,8 +235,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         guard fd >= 0 else { return 0 }
         if let slot = incoming.peek() { return slot.length - linkHeaderLength + vnetHeaderLength }
-        let n = recv(fd, nil, 0, cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT)
-        return n > 0 ? n - linkHeaderLength + vnetHeaderLength : 0
+        // A reset shows at the next `receive`; here it only means nothing to peek.
+        guard case .processed(let n)? = try? Syscall.recv(fd, nil, 0, flags: cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT,
+                                                           device: name), n > 0 else { return 0 }
+        return n - linkHeaderLength + vnetHeaderLength
     }
 
     public override func close() { detach() }

@@ -29,9 +29,7 @@ final class SlirpFrameQueue {
 
     /// `slotSize`: the largest frame kept; `capacity`: frames held before dropping.
     init(slotSize: Int, capacity: Int) throws(SystemCallError) {
-        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "eventfd", device: "slirp frame queue", errno: errno) }
-        readyFD = fd
+        readyFD = try Syscall.check("eventfd", device: "slirp frame queue") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
         self.slotSize = slotSize
         self.capacity = capacity
         storage = .allocate(byteCount: slotSize * capacity, alignment: 64)
@@ -67,7 +65,7 @@ final class SlirpFrameQueue {
         count += 1
         if count == 1 {
             var one: UInt64 = 1
-            _ = Glibc.write(readyFD, &one, 8)
+            _ = try? Syscall.write(readyFD, &one, 8, device: "slirp frame queue")
         }
     }
 
@@ -89,7 +87,7 @@ final class SlirpFrameQueue {
         count -= k
         if count == 0 && k > 0 {
             var v: UInt64 = 0
-            _ = Glibc.read(readyFD, &v, 8)
+            _ = try? Syscall.read(readyFD, &v, 8, device: "slirp frame queue")
         }
     }
 
@@ -107,7 +105,7 @@ final class SlirpFrameQueue {
         count -= 1
         if count == 0 {
             var v: UInt64 = 0
-            _ = Glibc.read(readyFD, &v, 8)
+            _ = try? Syscall.read(readyFD, &v, 8, device: "slirp frame queue")
         }
         return fits ? length : -length
     }

@@ -67,16 +67,22 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         guard fd >= 0 else { return }
         var message = SlirpHelperLink.featuresMessage(helperFeatures)
         let n = message.count
-        var sent = -1
         for _ in 0..<100 {
-            sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
-            if sent == n || (errno != EAGAIN && errno != EINTR) { break }
+            let result = message.withUnsafeMutableBytes { b in
+                Result { () throws(SystemCallError) -> IOResult in
+                    try Syscall.send(fd, b.baseAddress, n, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL, device: "slirp helper socket")
+                }
+            }
+            switch result {
+            case .failure(let error):
+                throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", code: error.code))
+            case .success(let r):
+                if r == .processed(n) { return }
+            }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 10)
         }
-        if sent != n {
-            throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", errno: errno))
-        }
+        throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", errno: EAGAIN))
     }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {

@@ -136,14 +136,9 @@ final class SlirpHelperLink: @unchecked Sendable {
         var budget = inputBudget
         reading: while budget > 0 {
             if incoming.isEmpty {
-                let n = incoming.fill(fd: fd)
-                if n < 0 {
-                    switch errno {
-                    case EINTR: continue
-                    case EAGAIN: break
-                    case ECONNRESET: loop.stop()   // the main process is gone
-                    default: loop.stop(throwing: NetBackendError.system(SystemCallError(call: "recvmmsg", device: "slirp helper socket", errno: errno)))
-                    }
+                let n: Int
+                do { n = try incoming.fill(fd: fd, device: "slirp helper socket") } catch {
+                    if error.errno == ECONNRESET { loop.stop() } else { loop.stop(throwing: NetBackendError.system(error)) }   // reset: the main process is gone
                     break reading
                 }
                 if n == 0 { break reading }
@@ -192,8 +187,10 @@ final class SlirpHelperLink: @unchecked Sendable {
                 message[1] = afterSend ? UInt8(ascii: "s") : UInt8(ascii: "r")
                 message[2] = UInt8(reason.rawValue)
                 message.withUnsafeMutableBytes { $0.storeBytes(of: now.littleEndian, toByteOffset: 3, as: UInt64.self) }
-                let sent = message.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
-                if sent == Self.dropsMessageLength { reported[i] = now } else { complete = false }
+                let sent = message.withUnsafeBytes {
+                    try? Syscall.send(fd, $0.baseAddress, $0.count, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL, device: "slirp helper socket")
+                }
+                if sent == .processed(Self.dropsMessageLength) { reported[i] = now } else { complete = false }
             }
         }
         if complete { reportedTotal = total }
@@ -214,17 +211,21 @@ final class SlirpHelperLink: @unchecked Sendable {
         let queue = stack.queue
         while !blocked && !queue.isEmpty {
             let messages = buildMessages()
-            let sent = cnb_sendmmsg(fd, headers, UInt32(messages), cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL)
-            if sent > 0 {
-                var frames = 0
-                for i in 0..<Int(sent) { frames += framesPerMessage[i] }
-                queue.removeFirst(frames)
-                continue
+            let e: Int32
+            do {
+                if case .processed(let sent) = try Syscall.sendmmsg(fd, headers, messages, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL,
+                                                                   device: "slirp helper socket") {
+                    var frames = 0
+                    for i in 0..<sent { frames += framesPerMessage[i] }
+                    queue.removeFirst(frames)
+                    continue
+                }
+                e = EAGAIN
+            } catch {
+                e = error.errno
             }
-            switch errno {
-            case EINTR:
-                continue
-            case EAGAIN, ENOBUFS:
+            switch e {
+            case EAGAIN:
                 // Frames stay queued; the socket's writable callback resumes.
                 blocked = true
                 queueSource?.disable(.read)
@@ -237,7 +238,7 @@ final class SlirpHelperLink: @unchecked Sendable {
                 loop.stop()   // the main process is gone
                 return
             default:
-                loop.stop(throwing: NetBackendError.system(SystemCallError(call: "sendmmsg", device: "slirp helper socket", errno: errno)))
+                loop.stop(throwing: NetBackendError.system(SystemCallError(call: "sendmmsg", device: "slirp helper socket", errno: e)))
                 return
             }
         }

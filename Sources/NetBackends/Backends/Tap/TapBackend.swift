@@ -134,7 +134,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        var vector = frame.baseAddress!
+        guard var vector = frame.baseAddress, frame.count > 0 else { fatalError("tap send: an empty iovec list is no frame") }
         var count = frame.count
         if hiddenHeader != 0 {
             // The fd wants a header the frontend does not have: put a zeroed one in front.
@@ -158,7 +158,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
             case EIO:
                 statistics.countDrop(.linkDown)
                 return .dropped(.linkDown)
-            case EINVAL, EMSGSIZE, EFAULT:
+            case EINVAL, EMSGSIZE:   // EFAULT never gets here: Syscall traps, it is the caller's bug
                 statistics.countDrop(.malformed)
                 return .dropped(.malformed)
             default:
