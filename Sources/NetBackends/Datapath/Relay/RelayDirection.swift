@@ -306,6 +306,9 @@ public final class RelayDirection: @unchecked Sendable {
                             capture.record(UnsafeRawBufferPointer(start: f.bytes, count: f.length))
                         }
                     }
+                } else if case .dropped(let reason) = result {
+                    // `offer` counted one; the run was `run.count` frames read, each lost.
+                    for _ in 1..<run.count { statistics.countDrop(reason) }
                 }
                 ring.next += run.count
             } else {
