@@ -43,4 +43,34 @@ import Testing
         #expect(drops["oversized"] == 1, "\(drops)")
         #expect(drops.values.reduce(0, +) == 1, "\(drops)")
     }
+
+    /// Drops inside the slirp helper process reach netbe, which has the report: a message
+    /// too short to be a frame (and no control message) and one longer than any frame,
+    /// written into the helper's socket from netbe's end, come back as `truncated` and
+    /// `oversized` drops of the frames netbe sent (the helper's `D` reports).
+    @Test(.timeLimit(.minutes(1))) func helperReportsItsOwnDrops() throws {
+        SlirpHelperBackend.executable = try NetbeBinary.path
+        let loop = try NetEventLoop()
+        let helper = try BackendRegistry.shared.open("slirp", on: loop)
+        defer { helper.close() }
+        try helper.setCapabilities([], vnetHeaderLength: 0)
+        helper.setReceiveHandler {
+            while true {
+                guard let r = try? helper.discardReceived(), r != .empty else { return }
+            }
+        }
+        let lt = try LoopThread(loop)
+        try lt.sync { helper.enableReceive() }
+        let fd = try #require((helper as? SeqpacketBackend)?.fd)
+        let short = [UInt8](repeating: 0x51, count: 5)
+        let long = [UInt8](repeating: 0, count: maximumFrameLength + 12 + 100)
+        for m in [short, long] {
+            #expect(m.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, cnb_MSG_NOSIGNAL) } == m.count)
+        }
+        try waitUntil(10, "the helper's drop reports") {
+            try lt.sync { helper.statistics.lostAfterSend(.truncated) == 1 && helper.statistics.lostAfterSend(.oversized) == 1 }
+        }
+        try lt.sync { helper.disableReceive() }
+        #expect(try lt.stop() == nil)
+    }
 }
