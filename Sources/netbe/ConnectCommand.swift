@@ -27,6 +27,10 @@ struct ConnectCommand: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let loop = try NetEventLoop()
         let registry = BackendRegistry.shared
+        // Both specs are checked before either is opened: a bad second spec must not
+        // leave the first one's side effects (a tap created, a peer connected) behind.
+        try registry.check(first)
+        try registry.check(second)
         let a = try registry.open(first, on: loop)
         defer { a.close() }
         let b = try registry.open(second, on: loop)

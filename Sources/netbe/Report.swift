@@ -16,9 +16,10 @@ enum Report {
 
     static func direction(_ d: RelayDirection) -> Direction {
         var drops: [String: UInt64] = [:]
-        for (reason, count) in d.statistics.dropsByReason { drops[reason.description] = count }
-        // Drops the sink counted itself (a tap that is down) belong to this direction too,
-        // and so do the super-frames the sink cut in software (slirp: libslirp takes no GSO).
+        // What the direction counted from send/receive results, plus what no result carried:
+        // frames the sink took and lost later, frames the source lost before handing them out.
+        for (reason, count) in d.dropsByReason { drops[reason.description] = count }
+        // The super-frames the sink cut in software (slirp: libslirp takes no GSO) belong here too.
         return Direction(direction: "\(d.source.name)->\(d.sink.name)", from: d.source.name, to: d.sink.name,
                          frames: d.statistics.frames, bytes: d.statistics.bytes, gso_frames: d.statistics.gsoFrames,
                          sw_segmented: d.statistics.softwareSegmented &+ d.sink.statistics.softwareSegmented, drops: drops)

@@ -102,6 +102,9 @@ import Testing
             let fast = bytes.withUnsafeBytes { InternetChecksum.sum($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, length, initial: initial) }
             #expect(fast == UInt32(reference), "length \(length)")
         }
+        // Every carry at once: all-ones words, long enough to wrap the accumulator's halves.
+        let ones = [UInt8](repeating: 0xff, count: 65_534)
+        #expect(ones.withUnsafeBytes { InternetChecksum.sum($0.baseAddress!, $0.count, initial: 0xffff) } == 0xffff)
     }
 
     @Test func builtFramesHaveValidChecksums() {
@@ -163,6 +166,21 @@ import Testing
         tcp.withUnsafeBytes { #expect(TCPSegmenter(frame: $0.baseAddress!, length: $0.count, gsoSize: 0) == nil) }
     }
 
+    /// Bounded work per frame: a `gso_size` below what any TCP sender may use (Linux's
+    /// tcp_min_snd_mss, 48) would make a 64 KiB frame thousands of segments, and 0xffff is
+    /// the kernel's GSO_BY_FRAGS, which virtio_net_hdr_to_skb refuses: both are malformed.
+    @Test func segmenterRefusesSegmentSizesNoSenderUses() {
+        let tcp = Self.segment(seq: 1, payload: Self.payload(60_000, seed: 1))
+        tcp.withUnsafeBytes { b in
+            for size in [1, 8, 47, 0xffff] {
+                #expect(TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: size) == nil, "gso_size \(size)")
+            }
+            let s = TCPSegmenter(frame: b.baseAddress!, length: b.count, gsoSize: TCPSegmenter.minimumSegmentSize)
+            #expect(s != nil)
+            #expect((s?.count ?? 0) <= TCPSegmenter.maximumSegments)
+        }
+    }
+
     // MARK: coalescing
 
     /// A flow as a sender emits it: full segments, the last one short with PSH.
@@ -211,8 +229,9 @@ import Testing
 
     @Test func coalescingStopsWhereTheFlowBreaks() {
         let mss = 1000
-        let a = Self.flow(ipv6: false, count: 3, mss: mss, lastLength: mss).map { f -> [UInt8] in
-            var f = f; f[47] &= ~TCPFrameLayout.psh; return f   // no PSH
+        // Three full segments, no PSH (built so: a flag changed afterwards would break the checksum).
+        let a = (0..<3).map { i in
+            Self.segment(seq: 1000 + UInt32(i * mss), payload: Self.payload(mss, seed: UInt8(i)), id: 100 + UInt16(i))
         }
         func runLength(_ frames: [[UInt8]]) -> Int { TCPCoalescer.run(in: ArrayQueue(frames), maximumLength: maximumFrameLength)?.count ?? 1 }
         #expect(runLength(a) == 3)
@@ -241,6 +260,49 @@ import Testing
         // The size limit: only what fits.
         #expect(TCPCoalescer.run(in: ArrayQueue(a), maximumLength: 54 + 2 * mss)?.count == 2)
         #expect(TCPCoalescer.run(in: ArrayQueue(a), maximumLength: 54 + mss) == nil)
+    }
+
+    /// As Linux GRO (inet_gro_receive checks the IPv4 header checksum, tcp4_gro_receive and
+    /// tcp6_gro_receive validate the TCP checksum and flush on failure): a segment whose
+    /// checksum is wrong is never merged, because the super-frame leaves with NEEDS_CSUM and
+    /// the receiver would trust the checksum recomputed over corrupt bytes. It goes alone,
+    /// untouched, so that the receiver counts it; the segments after it join again.
+    @Test(arguments: [false, true]) func corruptSegmentsAreNeverJoined(ipv6: Bool) {
+        let good = Self.flow(ipv6: ipv6, count: 6, mss: 1000, lastLength: 1000)
+        var badPayload = good
+        badPayload[2][badPayload[2].count - 10] ^= 0x40          // one payload bit flipped in transit
+        let q = ArrayQueue(badPayload)
+        #expect(TCPCoalescer.run(in: q, maximumLength: maximumFrameLength)?.count == 2)
+        #expect(TCPCoalescer.run(in: q, from: 2, maximumLength: maximumFrameLength) == nil, "the corrupt segment goes alone")
+        #expect(TCPCoalescer.run(in: q, from: 3, maximumLength: maximumFrameLength)?.count == 3)
+        // A corrupt head goes alone too.
+        var badHead = good
+        badHead[0][badHead[0].count - 1] ^= 0x01
+        #expect(TCPCoalescer.run(in: ArrayQueue(badHead), maximumLength: maximumFrameLength) == nil)
+        // A wrong TCP checksum field, the payload intact.
+        var badField = good
+        let t = ipv6 ? 54 : 34
+        badField[1][t + 16] ^= 0xff
+        #expect(TCPCoalescer.run(in: ArrayQueue(badField), maximumLength: maximumFrameLength) == nil)
+        if !ipv6 {
+            // An IPv4 header checksum that does not hold.
+            var badIP = good
+            badIP[3][24] ^= 0xff
+            #expect(TCPCoalescer.run(in: ArrayQueue(badIP), maximumLength: maximumFrameLength)?.count == 3)
+        }
+        // Unless the segment's own header says the checksum is to be filled in (NEEDS_CSUM)
+        // or was checked already (DATA_VALID): trusted, as the kernel trusts them.
+        let trusted = TrustingQueue(badPayload)
+        #expect(TCPCoalescer.run(in: trusted, maximumLength: maximumFrameLength)?.count == 6)
+    }
+
+    /// A queue whose frames all carry NEEDS_CSUM or DATA_VALID in their virtio-net header.
+    final class TrustingQueue: QueuedFrames {
+        let inner: ArrayQueue
+        init(_ list: [[UInt8]]) { inner = ArrayQueue(list) }
+        var waiting: Int { inner.waiting }
+        func frame(at index: Int) -> (bytes: UnsafeMutableRawPointer, length: Int) { inner.frame(at: index) }
+        func checksumTrusted(at index: Int) -> Bool { true }
     }
 
     @Test func onlyCoveredPureAcksAreSkipped() {

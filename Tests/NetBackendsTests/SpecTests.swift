@@ -59,7 +59,7 @@ import Testing
         let spec = try BackendSpec(parsing: "x0,mtu=9000,mtu=1500,hostfwd=a,hostfwd=b")
         let r = SpecReader(spec, repeatable: ["hostfwd"])
         #expect(throws: NetBackendError.self) { _ = try r.int("mtu", in: 68...65535) }
-        #expect(r.strings("hostfwd") == ["a", "b"])
+        #expect(try r.strings("hostfwd") == ["a", "b"])
         #expect(try r.string("hostfwd") == "a")   // repeatable: no error
     }
 
@@ -198,6 +198,72 @@ import Testing
         #expect(lines.count == 1, "stderr should be one line: \(r.stderr)")
         #expect(r.stderr.contains(named), "stderr should name '\(named)': \(r.stderr)")
         #expect(r.stdout.isEmpty, "nothing on stdout for a bad spec: \(r.stdout)")
+    }
+
+    /// Every bad part exits 2 with one line naming it, and before anything is opened: the
+    /// first spec connects to a socket nobody serves, which would fail with exit 1 if it
+    /// were opened before the second, bad, spec was checked. Interface names follow the
+    /// kernel's dev_valid_name (net/core/dev.c): not empty, at most 15 bytes, not `.` or
+    /// `..`, no `/`, `:` or whitespace.
+    @Test(arguments: [
+        ("tap0123456789abcd", "longer than 15 bytes"),
+        ("tapabcdefghijklm", "longer than 15 bytes"),
+        (".,type=tap", "'.'"),
+        ("..,type=tap", "'..'"),
+        ("tap/0", "'tap/0'"),
+        ("tap0:1", "'tap0:1'"),
+        ("tap 0", "'tap 0'"),
+        ("tap\t0", "tap\t0"),
+        ("tap0,netns=", "netns="),
+        ("tap0,mac=", "mac="),
+        ("tap0,mtu=", "mtu="),
+        ("tap0,netns=a/b", "netns=a/b"),
+        ("tap0,netns=..", "netns=.."),
+        ("tap0,bogus=1", "'bogus'"),
+        ("tap0,mtu=1500,mtu=1500", "'mtu' is given 2 times"),
+        ("tap0,vnet=on,vnet=off", "'vnet' is given 2 times"),
+        ("stream,listen=", "listen="),
+        ("stream,listen=unix:/tmp/a,listen=unix:/tmp/b", "'listen' is given 2 times"),
+        ("stream,connect=unix:/tmp/a,nagle=off", "'nagle'"),
+        ("dgram,remote=udp:127.0.0.1:5,local=", "local="),
+        ("dgram,remote=udp:127.0.0.1:5,remote=udp:127.0.0.1:6", "'remote' is given 2 times"),
+        ("slirp,net=", "net="),
+        ("slirp,hostfwd=", "hostfwd="),
+        ("slirp,mtu=1500,mtu=1400", "'mtu' is given 2 times"),
+        ("slirp,dns=10.0.2.3,bogus=1", "'bogus'"),
+    ])
+    func badSpecExitsTwoBeforeAnythingIsOpened(spec: String, named: String) throws {
+        let nobody = TestSocketPath("nobody")
+        let r = try NetbeBinary.run(["connect", "stream,connect=unix:\(nobody.path)", spec])
+        #expect(r.status == 2, "netbe connect ... '\(spec)' exited \(r.status): \(r.stderr)")
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
+        #expect(lines.count == 1, "stderr should be one line: \(r.stderr)")
+        #expect(r.stderr.contains(named), "stderr should name '\(named)': \(r.stderr)")
+        #expect(r.stdout.isEmpty, "nothing on stdout for a bad spec: \(r.stdout)")
+    }
+
+    /// The same rules through the library, without opening anything: `BackendRegistry.check`.
+    @Test func registryChecksASpecWithoutOpeningIt() throws {
+        for good in ["tap0", "tap0,netns=vm1,mtu=9000,mac=52:54:00:12:34:56", "vmnet3",
+                     "stream,listen=unix:/tmp/x.sock", "dgram,remote=udp:127.0.0.1:5,local=udp:127.0.0.1:6",
+                     "slirp,hostfwd=tcp::8080-:80,hostfwd=udp::5353-:53", "tap%d"] {
+            #expect(throws: Never.self, "\(good)") { try BackendRegistry.shared.check(good) }
+        }
+        for bad in ["tap0123456789abcd", "tap/0", "tap0,netns=", "tap0,mtu=1,mtu=2", "tap0,x=1", "stream,listen=",
+                    "slirp,hostfwd="] {
+            do throws(NetBackendError) {
+                try BackendRegistry.shared.check(bad)
+                Issue.record("\(bad) passed the check")
+            } catch {
+                #expect(error.exitStatus == 2, "\(bad): \(error)")
+            }
+        }
+    }
+
+    @Test func emptyValueIsRejectedByTheReader() throws {
+        let r = SpecReader(try BackendSpec(parsing: "x0,netns=,hostfwd="))
+        #expect(throws: NetBackendError.self) { _ = try r.string("netns") }
+        #expect(throws: NetBackendError.self) { _ = try r.strings("hostfwd") }
     }
 
     @Test func netmapOnTheCommandLineExitsThree() throws {

@@ -14,8 +14,11 @@ public final class PcapWriter: @unchecked Sendable {
 
     public init(path: String) throws(NetBackendError) {
         self.path = path
-        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw .system(SystemCallError(call: "open", device: path, errno: errno)) }
+        do {
+            fd = try Syscall.check("open", device: path) { Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        } catch {
+            throw .system(error)
+        }
         buffer = .allocate(byteCount: capacity, alignment: 16)
         // Global header: magic, version 2.4, thiszone 0, sigfigs 0, snaplen, LINKTYPE_ETHERNET.
         var header = [UInt8](repeating: 0, count: 24)
@@ -59,11 +62,8 @@ public final class PcapWriter: @unchecked Sendable {
     public func flush() {
         var off = 0
         while off < used {
-            let n = Glibc.write(fd, buffer + off, used - off)
-            if n <= 0 {
-                if n < 0 && errno == EINTR { continue }
-                break
-            }
+            // A capture that cannot be written (disk full) loses frames, not the relay.
+            guard case .processed(let n)? = try? Syscall.write(fd, buffer + off, used - off, device: path), n > 0 else { break }
             off += n
         }
         used = 0

@@ -10,13 +10,17 @@ import CNetBackends
 /// value, and ThreadSanitizer sees no race. Counters are not mutually consistent in a
 /// snapshot (frames and bytes may be one frame apart); each one is exact.
 public final class BackendStatistics: @unchecked Sendable {
-    // Slot layout: the four traffic counters, then one per DropReason.
-    private static let framesSlot = 0, bytesSlot = 1, gsoSlot = 2, segmentedSlot = 3, dropBase = 4
+    // Slot layout: the four traffic counters, then three blocks of one word per
+    // DropReason: all drops, lost after send, lost before receive.
+    private static let framesSlot = 0, bytesSlot = 1, gsoSlot = 2, segmentedSlot = 3
+    private static let reasons = DropReason.allCases.count
+    private static let dropBase = 4
+    private static let afterSendBase = dropBase + reasons
+    private static let beforeReceiveBase = afterSendBase + reasons
     private let words: UnsafeMutablePointer<UInt64>
-    private let count: Int
 
     public init() {
-        count = Self.dropBase + DropReason.allCases.count
+        let count = Self.beforeReceiveBase + Self.reasons
         words = .allocate(capacity: count)
         words.initialize(repeating: 0, count: count)
     }
@@ -25,6 +29,7 @@ public final class BackendStatistics: @unchecked Sendable {
 
     @inline(__always) private func load(_ i: Int) -> UInt64 { cnb_relaxed_load_u64(words + i) }
     @inline(__always) private func store(_ i: Int, _ v: UInt64) { cnb_relaxed_store_u64(words + i, v) }
+    @inline(__always) private func add(_ i: Int, _ n: UInt64) { store(i, load(i) &+ n) }
 
     /// Frames handed on whole. Written on the loop thread only.
     public var frames: UInt64 {
@@ -48,12 +53,29 @@ public final class BackendStatistics: @unchecked Sendable {
 
     /// Counts one drop. Loop thread only.
     @inline(__always)
-    public func countDrop(_ reason: DropReason) {
-        let i = Self.dropBase + reason.rawValue
-        store(i, load(i) &+ 1)
+    public func countDrop(_ reason: DropReason) { add(Self.dropBase + reason.rawValue, 1) }
+
+    /// Drops no `send` or `receive` result carried, so that no caller counted them: frames
+    /// a backend had taken (`.sent`) and lost later (a batch refused, the slirp helper's
+    /// input), and frames lost before any `receive` could return them (a full queue). A
+    /// relay's report adds the first to the direction into the backend, the second to the
+    /// direction out of it. Each is also in `drops`.
+    @inline(__always)
+    public func countLostAfterSend(_ reason: DropReason, _ n: UInt64 = 1) {
+        add(Self.dropBase + reason.rawValue, n)
+        add(Self.afterSendBase + reason.rawValue, n)
+    }
+
+    /// A frame is lost before `receive` could hand it out (see `countLostAfterSend`).
+    @inline(__always)
+    public func countLostBeforeReceive(_ reason: DropReason, _ n: UInt64 = 1) {
+        add(Self.dropBase + reason.rawValue, n)
+        add(Self.beforeReceiveBase + reason.rawValue, n)
     }
 
     public func drops(_ reason: DropReason) -> UInt64 { load(Self.dropBase + reason.rawValue) }
+    public func lostAfterSend(_ reason: DropReason) -> UInt64 { load(Self.afterSendBase + reason.rawValue) }
+    public func lostBeforeReceive(_ reason: DropReason) -> UInt64 { load(Self.beforeReceiveBase + reason.rawValue) }
 
     public var totalDrops: UInt64 { DropReason.allCases.reduce(0) { $0 &+ drops($1) } }
 

@@ -1,28 +1,36 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// A failed system call: which call, on which device or socket, and errno.
+/// A failed system call: which call, on which device or socket, and errno, typed as
+/// swift-system's `Errno` (whose description is strerror's text).
 /// Its description reads `TUNSETIFF on tap0: Operation not permitted (...)`.
 public struct SystemCallError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let device: String
-    public let errno: Int32
+    public let code: Errno
     /// Extra words where errno alone would not tell the user what to do.
     public let hint: String?
 
-    public init(call: String, device: String, errno: Int32, hint: String? = nil) {
+    /// errno as a number, for `switch` against the C constants.
+    public var errno: Int32 { code.rawValue }
+
+    public init(call: String, device: String, code: Errno, hint: String? = nil) {
         self.call = call
         self.device = device
-        self.errno = errno
-        self.hint = hint ?? SystemCallError.defaultHint(errno)
+        self.code = code
+        self.hint = hint ?? SystemCallError.defaultHint(code.rawValue)
+    }
+
+    public init(call: String, device: String, errno: Int32, hint: String? = nil) {
+        self.init(call: call, device: device, code: Errno(rawValue: errno), hint: hint)
     }
 
     public var description: String {
-        let text = String(cString: strerror(errno))
-        let base = "\(call) on \(device): \(text)"
+        let base = "\(call) on \(device): \(code.description)"
         return hint.map { "\(base) (\($0))" } ?? base
     }
 

@@ -19,6 +19,11 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case noPeer
     /// Shorter than an Ethernet header, or cut short by the transport.
     case truncated
+    /// Longer than the transport takes: refused with EMSGSIZE (a joined super-frame too
+    /// big for a socket's buffer), or a message longer than any frame.
+    case oversized
+    /// A backend's own queue was full (libslirp's output waiting for the frontend).
+    case queueFull
 
     public var description: String {
         switch self {
@@ -28,6 +33,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .offloadUnsupported: return "offload_unsupported"
         case .noPeer: return "no_peer"
         case .truncated: return "truncated"
+        case .oversized: return "oversized"
+        case .queueFull: return "queue_full"
         }
     }
 }
@@ -35,6 +42,9 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
 /// The result of `send`: handed over, would block (the backend calls the writable
 /// handler once it can take more), or dropped for a counted reason.
 public enum SendResult: Equatable, Sendable {
+    /// Taken. The count is the frame as the caller handed it over, its virtio-net header
+    /// included (`vnetHeaderLength` bytes; none at 0): the same for every backend, whatever
+    /// goes on the wire (a tap's hidden header, a stream's length prefix, a link header).
     case sent(Int)
     case wouldBlock
     case dropped(DropReason)

@@ -17,20 +17,26 @@ public enum Availability: Sendable, Equatable, CustomStringConvertible {
 /// net_backend_set), and how to open one.
 public struct BackendKind: Sendable {
     public typealias Opener = @Sendable (_ spec: BackendSpec, _ loop: NetEventLoop) throws(NetBackendError) -> NetBackend
+    /// Reads a spec's options as `open` would and throws `.badSpec` for a bad one,
+    /// without opening anything.
+    public typealias Checker = @Sendable (_ spec: BackendSpec) throws(NetBackendError) -> Void
 
     public let name: String
     public let prefixes: [String]
     public let summary: String
     public let availability: @Sendable () -> Availability
     public let open: Opener
+    public let check: Checker?
 
     public init(name: String, prefixes: [String], summary: String,
                 availability: @escaping @Sendable () -> Availability = { .available },
+                check: Checker? = nil,
                 open: @escaping Opener) {
         self.name = name
         self.prefixes = prefixes
         self.summary = summary
         self.availability = availability
+        self.check = check
         self.open = open
     }
 }
@@ -78,6 +84,13 @@ public final class BackendRegistry: @unchecked Sendable {
             throw .badSpec("bad spec '\(spec.text)': no backend kind matches '\(spec.name)' (prefixes: \(prefixes); or give type=)")
         }
         return found
+    }
+
+    /// Checks `text` as far as can be done without opening anything: grammar, kind, and
+    /// the kind's options. `netbe` checks every spec before it opens the first.
+    public func check(_ text: String) throws(NetBackendError) {
+        let spec = try BackendSpec(parsing: text)
+        try kind(for: spec).check?(spec)
     }
 
     /// Parses `text` and opens the backend it names on `loop`.

@@ -74,18 +74,48 @@ public final class SpecReader {
         .badSpec("bad spec '\(spec.text)': \(why)")
     }
 
-    /// The single value of `key`, or nil when absent.
+    /// The single value of `key`, or nil when absent. Given twice (unless repeatable) or
+    /// given empty (`netns=`) is an error naming it.
     public func string(_ key: String) throws(NetBackendError) -> String? {
         consumed.insert(key)
         let vs = spec.values(key)
         if vs.count > 1 && !repeatable.contains(key) { throw bad("'\(key)' is given \(vs.count) times") }
+        if vs.contains("") { throw bad("\(key)= has no value") }
         return vs.first
     }
 
-    /// Every value of a repeatable key.
-    public func strings(_ key: String) -> [String] {
+    /// Every value of a repeatable key; an empty one is an error.
+    public func strings(_ key: String) throws(NetBackendError) -> [String] {
         consumed.insert(key)
-        return spec.values(key)
+        let vs = spec.values(key)
+        if vs.contains("") { throw bad("\(key)= has no value") }
+        return vs
+    }
+
+    /// A name that is one path component (a namespace under /var/run/netns): not `.` or
+    /// `..`, no `/`.
+    public func pathComponent(_ key: String) throws(NetBackendError) -> String? {
+        guard let v = try string(key) else { return nil }
+        if v == "." || v == ".." || v.contains("/") { throw bad("\(key)=\(v): not a name (no '/', not '.' or '..')") }
+        return v
+    }
+
+    /// Checks a network interface name as the kernel's dev_valid_name (net/core/dev.c)
+    /// would: not empty, shorter than IFNAMSIZ (16) bytes, not `.` or `..`, and no `/`,
+    /// `:` or whitespace. `%d` is left to the kernel (it picks the number).
+    public func interfaceName(_ name: String) throws(NetBackendError) {
+        if let why = Self.interfaceNameProblem(name) { throw bad(why) }
+    }
+
+    /// Why the kernel would refuse `name` as an interface name, or nil.
+    public static func interfaceNameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "the interface name is empty" }
+        if name.utf8.count > 15 { return "interface name '\(name)' is longer than 15 bytes" }
+        if name == "." || name == ".." { return "'\(name)' cannot name an interface" }
+        if name.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 == 0x20 || (0x09...0x0d).contains($0) }) {
+            return "interface name '\(name)' contains '/', ':' or whitespace"
+        }
+        return nil
     }
 
     public func bool(_ key: String, default def: Bool) throws(NetBackendError) -> Bool {

@@ -3,16 +3,32 @@
 /// of software segmentation and coalescing.
 public enum InternetChecksum {
     /// Folds the one's-complement sum of `length` bytes at `p` into `initial` (a folded
-    /// 16-bit sum, network byte order as an integer). RFC 1071 section 2(B): the sum is
-    /// byte-order independent, so 8-byte native words are added with end-around carry and
-    /// the folded result is swapped once at the end, rather than a 16-bit load per step.
+    /// 16-bit sum, network byte order as an integer). RFC 1071 section 2: the sum is
+    /// byte-order independent and carries may be deferred, so native 32-bit words are
+    /// added into 64-bit accumulators (no carry to propagate per step), folded at the end
+    /// and swapped once, rather than a 16-bit load per step.
     public static func sum(_ p: UnsafeRawPointer, _ length: Int, initial: UInt32 = 0) -> UInt32 {
-        var acc: UInt64 = 0
+        // 32-bit words widened into 64-bit lanes, 16 bytes per vector add, two independent
+        // sums: no carry chain (about twice the speed of adding scalar 64-bit words).
         var i = 0
-        while i + 8 <= length {
-            let (s, carry) = acc.addingReportingOverflow(p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            acc = s &+ (carry ? 1 : 0)
-            i += 8
+        var w0 = SIMD4<UInt64>(repeating: 0), w1 = SIMD4<UInt64>(repeating: 0)
+        while i + 64 <= length {
+            let a = p.loadUnaligned(fromByteOffset: i, as: SIMD4<UInt32>.self)
+            let b = p.loadUnaligned(fromByteOffset: i + 16, as: SIMD4<UInt32>.self)
+            let c = p.loadUnaligned(fromByteOffset: i + 32, as: SIMD4<UInt32>.self)
+            let d = p.loadUnaligned(fromByteOffset: i + 48, as: SIMD4<UInt32>.self)
+            w0 &+= SIMD4<UInt64>(truncatingIfNeeded: a) &+ SIMD4<UInt64>(truncatingIfNeeded: b)
+            w1 &+= SIMD4<UInt64>(truncatingIfNeeded: c) &+ SIMD4<UInt64>(truncatingIfNeeded: d)
+            i += 64
+        }
+        while i + 16 <= length {
+            w0 &+= SIMD4<UInt64>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: i, as: SIMD4<UInt32>.self))
+            i += 16
+        }
+        var acc = (w0 &+ w1).wrappedSum()
+        while i + 4 <= length {
+            acc &+= UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i += 4
         }
         var tail: UInt64 = 0
         var shift: UInt64 = 0
@@ -21,9 +37,9 @@ public enum InternetChecksum {
             shift += 8
             i += 1
         }
-        let (s, carry) = acc.addingReportingOverflow(tail)
-        acc = s &+ (carry ? 1 : 0)
-        // 64 -> 16 bits, still in memory (little-endian on our targets) order.
+        acc &+= tail
+        // 64 -> 16 bits with end-around carries, still in memory (little-endian) order.
+        acc = (acc & 0xffff_ffff) &+ (acc >> 32)
         acc = (acc & 0xffff_ffff) &+ (acc >> 32)
         acc = (acc & 0xffff) &+ (acc >> 16)
         acc = (acc & 0xffff) &+ (acc >> 16)

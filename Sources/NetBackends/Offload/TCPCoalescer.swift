@@ -6,6 +6,14 @@ import Glibc
 public protocol QueuedFrames {
     var waiting: Int { get }
     func frame(at index: Int) -> (bytes: UnsafeMutableRawPointer, length: Int)
+    /// The frame's own virtio-net header says its checksum is to be filled in
+    /// (NEEDS_CSUM) or was checked already (DATA_VALID): it is not verified again.
+    func checksumTrusted(at index: Int) -> Bool
+}
+
+extension QueuedFrames {
+    /// Frames without a virtio-net header are verified.
+    public func checksumTrusted(at index: Int) -> Bool { false }
 }
 
 /// Software receive coalescing (what a NIC's LRO or Linux's GRO does): consecutive
@@ -18,6 +26,12 @@ public protocol QueuedFrames {
 /// differ: same addresses, ports, ACK number, window and options, flags ACK with PSH at
 /// most on the last; every payload but the last exactly the first's size. Anything else
 /// (SYN, FIN, RST, URG, ECN marks, pure ACKs, other protocols) ends a run and leaves alone.
+///
+/// Every segment's IPv4 header and TCP checksums are verified before it joins a run, as
+/// GRO does: the super-frame leaves with NEEDS_CSUM, so the receiver would trust a sum
+/// recomputed over corrupt bytes. A segment that fails ends the run and goes on alone,
+/// untouched, for the receiver to count and drop; one whose virtio-net header says
+/// NEEDS_CSUM or DATA_VALID (`QueuedFrames.checksumTrusted`) is trusted, as the kernel does.
 public enum TCPCoalescer {
     /// A run of `count` >= 2 queued frames starting at the head.
     public struct Run {
@@ -45,8 +59,8 @@ public enum TCPCoalescer {
         let (first, firstLength) = queue.frame(at: start)
         guard let l = TCPFrameLayout(first, length: firstLength), l.isIPv6 ? ipv6 : ipv4,
               l.headerLength + l.payloadLength == firstLength, l.payloadLength > 0 else { return nil }
-        let flags = TCPFrameLayout.flags(first, l)
-        guard flags == TCPFrameLayout.ack else { return nil }
+        guard TCPFrameLayout.flags(first, l) == TCPFrameLayout.ack,
+              queue.checksumTrusted(at: start) || l.checksumsValid(first) else { return nil }
         let size = l.payloadLength
         let limit = min(maximumLength, TCPFrameLayout.ethernetLength + 65535 - (l.isIPv6 ? 40 : 0))
         var expected = TCPFrameLayout.sequence(first, l) &+ UInt32(size)
@@ -63,7 +77,8 @@ public enum TCPCoalescer {
                   TCPFrameLayout.sequence(f, m) == expected,
                   sameFlow(first, f, l) else { break }
             let g = TCPFrameLayout.flags(f, m)
-            guard g & ~TCPFrameLayout.psh == TCPFrameLayout.ack else { break }
+            guard g & ~TCPFrameLayout.psh == TCPFrameLayout.ack,
+                  queue.checksumTrusted(at: start + count) || m.checksumsValid(f) else { break }
             count += 1
             total += m.payloadLength
             expected = expected &+ UInt32(m.payloadLength)

@@ -106,6 +106,16 @@ public struct TCPFrameLayout {
         frame.storeBytes(of: c.bigEndian, toByteOffset: ipOffset + 10, as: UInt16.self)
     }
 
+    /// The IPv4 header checksum (none in IPv6) and the TCP checksum both hold: summed
+    /// with their checksum fields, the one's-complement sums are all ones (RFC 1071).
+    /// What Linux GRO checks before it merges a segment (inet_gro_receive, tcp4/6_gro_receive).
+    @inline(__always)
+    public func checksumsValid(_ frame: UnsafeRawPointer) -> Bool {
+        if !isIPv6 && InternetChecksum.sum(frame + ipOffset, tcpOffset - ipOffset) != 0xffff { return false }
+        let tcpLength = tcpHeaderLength + payloadLength
+        return InternetChecksum.sum(frame + tcpOffset, tcpLength, initial: pseudoHeaderSum(frame, tcpLength: tcpLength)) == 0xffff
+    }
+
     /// The pseudo-header sum for a TCP segment of `tcpLength` bytes (header + payload).
     public func pseudoHeaderSum(_ frame: UnsafeRawPointer, tcpLength: Int) -> UInt32 {
         InternetChecksum.pseudoHeaderSum(addresses: frame + addressOffset, addressLength: addressLength,

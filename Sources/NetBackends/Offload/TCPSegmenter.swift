@@ -16,10 +16,20 @@ public struct TCPSegmenter {
     private let firstSequence: UInt32
     private let firstID: UInt16
 
+    /// The smallest `gso_size` accepted. No TCP sender uses a smaller MSS (Linux refuses
+    /// below net.ipv4.tcp_min_snd_mss, 48 by default: ip-sysctl.rst); a smaller one would
+    /// only make one frame thousands of segments of work.
+    public static let minimumSegmentSize = 48
+    /// The most segments one frame can make: a 64 KiB IP packet at the smallest size.
+    public static let maximumSegments = (65535 + minimumSegmentSize - 1) / minimumSegmentSize
+
     /// `frame`: the super-frame without its virtio-net header; `gsoSize`: the header's
-    /// `gso_size`. Nil when it is not TCP over plain IPv4/IPv6 or `gsoSize` is 0.
+    /// `gso_size`. Nil (the frame is malformed) when it is not TCP over plain IPv4/IPv6, or
+    /// `gsoSize` is below `minimumSegmentSize` (0 included) or is 0xffff, the kernel's
+    /// GSO_BY_FRAGS, which virtio_net_hdr_to_skb (include/linux/virtio_net.h) refuses.
     public init?(frame: UnsafeRawPointer, length: Int, gsoSize: Int) {
-        guard gsoSize > 0, let l = TCPFrameLayout(superFrame: frame, length: length) else { return nil }
+        guard gsoSize >= Self.minimumSegmentSize, gsoSize < 0xffff,
+              let l = TCPFrameLayout(superFrame: frame, length: length) else { return nil }
         self.frame = frame
         layout = l
         segmentSize = gsoSize
@@ -31,6 +41,9 @@ public struct TCPSegmenter {
 
     /// The longest segment `next` writes: headers plus `gso_size`.
     public var maximumSegmentLength: Int { layout.headerLength + segmentSize }
+
+    /// Every segment was written.
+    public var isFinished: Bool { sent >= layout.payloadLength && (index > 0 || layout.payloadLength > 0) }
 
     /// Segments this super-frame makes.
     public var count: Int { max(1, (layout.payloadLength + segmentSize - 1) / segmentSize) }

@@ -50,12 +50,14 @@ enum SocketCall {
     /// refused) is removed first; a live one is an error, never stolen.
     static func bindUnix(_ fd: Int32, path: String, type: Int32) throws(SystemCallError) {
         let address = ResolvedSocketAddress(unixPath: path)
-        let rc = address.withSockaddr { Glibc.bind(fd, $0, $1) }
-        if rc == 0 { return }
-        let e = errno
-        guard e == EADDRINUSE, isStale(path: path, type: type) else {
-            throw SystemCallError(call: "bind", device: path, errno: e,
-                                  hint: e == EADDRINUSE ? "another process is serving this socket" : nil)
+        do {
+            try Syscall.check("bind", device: path) { address.withSockaddr { Glibc.bind(fd, $0, $1) } }
+            return
+        } catch {
+            guard error.errno == EADDRINUSE, isStale(path: path, type: type) else {
+                throw SystemCallError(call: "bind", device: path, errno: error.errno,
+                                      hint: error.errno == EADDRINUSE ? "another process is serving this socket" : nil)
+            }
         }
         unlink(path)
         try bind(fd, address, device: path)
@@ -82,28 +84,14 @@ enum SocketCall {
 
     /// sendmsg(2) without SIGPIPE; EAGAIN and ENOBUFS are `.wouldBlock`.
     @inline(__always)
-    static func sendmsg(_ fd: Int32, _ message: UnsafePointer<msghdr>, device: String) throws(SystemCallError) -> IOResult {
-        while true {
-            let n = Glibc.sendmsg(fd, message, cnb_MSG_NOSIGNAL)
-            if n >= 0 { return .processed(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == ENOBUFS { return .wouldBlock }
-            throw SystemCallError(call: "sendmsg", device: device, errno: e)
-        }
+    static func sendmsg(_ fd: Int32, _ message: UnsafePointer<msghdr>, device: @autoclosure () -> String) throws(SystemCallError) -> IOResult {
+        try Syscall.sendmsg(fd, message, flags: cnb_MSG_NOSIGNAL, device: device())
     }
 
     /// recvmsg(2); `.wouldBlock` when nothing waits.
     @inline(__always)
-    static func recvmsg(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, device: String) throws(SystemCallError) -> IOResult {
-        while true {
-            let n = Glibc.recvmsg(fd, message, cnb_MSG_DONTWAIT)
-            if n >= 0 { return .processed(n) }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN { return .wouldBlock }
-            throw SystemCallError(call: "recvmsg", device: device, errno: e)
-        }
+    static func recvmsg(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, device: @autoclosure () -> String) throws(SystemCallError) -> IOResult {
+        try Syscall.recvmsg(fd, message, flags: cnb_MSG_DONTWAIT, device: device())
     }
 
     /// Asks for a send or receive buffer of `size` bytes: the FORCE option first (it may

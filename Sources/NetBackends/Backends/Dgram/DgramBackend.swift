@@ -17,6 +17,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     public static let kind = BackendKind(
         name: "dgram", prefixes: ["dgram"],
         summary: "one frame per unix or UDP datagram (QEMU -netdev dgram, UDP multicast hub, vfkit=on)",
+        check: { (spec) throws(NetBackendError) in _ = try DgramBackend.options(spec) },
         open: { (spec, loop) throws(NetBackendError) in try DgramBackend(spec: spec, eventLoop: loop) }
     )
 
@@ -60,17 +61,16 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     private var connectsToRemote = false
     private var connectedToRemote = false
 
-    /// Opens and binds the socket(s) a spec describes; bad or inconsistent options throw
-    /// `.badSpec`, a socket that cannot be bound `.system`.
-    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
+    /// The spec's options, checked without opening anything.
+    static func options(_ spec: BackendSpec) throws(NetBackendError) -> (NetSocketAddress?, NetSocketAddress?, Mode) {
         let r = SpecReader(spec)
         let localText = try r.string("local")
         let remoteText = try r.string("remote")
         let vfkit = try r.bool("vfkit", default: false)
         try r.finish(kind: "dgram")
         func bad(_ why: String) -> NetBackendError { .badSpec("bad spec '\(spec.text)': \(why)") }
-        local = try localText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
-        remote = try remoteText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
+        let local = try localText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
+        let remote = try remoteText.map { (t) throws(NetBackendError) in try NetSocketAddress(parsing: t) }
         for a in [local, remote].compactMap({ $0 }) {
             if case .tcp = a { throw bad("a dgram needs unix: or udp: addresses, not tcp:") }
         }
@@ -81,14 +81,20 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
             guard case .unix? = local, remote == nil else {
                 throw bad("vfkit=on takes local=unix:PATH only (the peer is learned from its first datagram)")
             }
-            mode = .vfkit
+            return (local, remote, .vfkit)
         } else if case .udp(let host, _)? = remote, DgramBackend.isMulticast(host) {
-            mode = .multicast
+            return (local, remote, .multicast)
         } else {
             guard remote != nil else { throw bad("give remote=ADDR (or vfkit=on to learn the peer)") }
             if case .unix? = remote, local == nil { throw bad("a unix dgram needs local=unix:PATH too, or the peer cannot answer") }
-            mode = .unicast
+            return (local, remote, .unicast)
         }
+    }
+
+    /// Opens and binds the socket(s) a spec describes; bad or inconsistent options throw
+    /// `.badSpec`, a socket that cannot be bound `.system`.
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
+        (local, remote, mode) = try Self.options(spec)
         isUDP = !(local ?? remote)!.isUnix
         super.init(spec: spec, kind: "dgram", name: (remote ?? local)!.description, eventLoop: eventLoop)
         do throws(NetBackendError) {

@@ -89,7 +89,7 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
             _ = Glibc.close(fd)
             fd = -1
         }
-        for _ in 0..<outgoing.reset() { statistics.countDrop(.noPeer) }
+        statistics.countLostAfterSend(.noPeer, UInt64(outgoing.reset()))
         incoming.reset()
     }
 
@@ -99,6 +99,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
 
     /// Frames read ahead and not handed out yet: no event announces them.
     public override var hasBufferedFrames: Bool { fd >= 0 && !incoming.isEmpty }
+
+    /// A message on a link with headers that is shorter than any frame: true when the
+    /// subclass took it as a control message. The default takes none.
+    open func control(_ bytes: UnsafeRawPointer, length: Int) -> Bool { false }
 
     /// Called on the loop thread when the peer closed its end or reset. The default
     /// throws `.deviceGone`; a subclass may re-attach instead and return normally.
@@ -139,31 +143,39 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
 
     /// Writes the batch; a full socket keeps the rest and asks for a writable callback.
     private func writeBatch() throws(NetBackendError) {
-        guard fd >= 0, !draining else { return }
-        switch outgoing.write(fd: fd) {
-        case .done:
-            break
-        case .full:
-            socketSource?.enable(.write)
-        case .failed(let e, let dropped):
-            switch e {
-            case EMSGSIZE:
-                statistics.countDrop(.malformed)
-            case EPIPE, ECONNRESET:
-                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
-                draining = true
-                socketSource?.disable(.write)
-                if owesWritable {
-                    // The sender waits for writable; let it retry (it now gets no_peer drops).
-                    owesWritable = false
-                    eventLoop.execute { [weak self] in self?.notifyWritable() }
+        while fd >= 0 && !draining {
+            switch outgoing.write(fd: fd, device: name) {
+            case .done:
+                return
+            case .full:
+                socketSource?.enable(.write)
+                return
+            case .failed(let e, let dropped):
+                switch e {
+                case EMSGSIZE:
+                    // That one message is lost (sent before: the relay did not count it);
+                    // the rest of the batch goes on.
+                    statistics.countLostAfterSend(.oversized)
+                case EPIPE, ECONNRESET:
+                    // The peer left: what it sent before leaving is read to its end of file
+                    // first (draining); what we still owed it is lost.
+                    statistics.countLostAfterSend(.noPeer, UInt64(dropped))
+                    draining = true
+                    socketSource?.disable(.write)
+                    if owesWritable {
+                        // The sender waits for writable; let it retry (it now gets no_peer drops).
+                        owesWritable = false
+                        eventLoop.execute { [weak self] in self?.notifyWritable() }
+                    }
+                    return
+                case ENOTCONN:
+                    statistics.countLostAfterSend(.noPeer, UInt64(dropped))
+                    try peerGone("the peer closed its socket")
+                    return
+                default:
+                    statistics.countLostAfterSend(.noPeer, UInt64(dropped))
+                    throw .system(SystemCallError(call: "sendmmsg", device: name, errno: e))
                 }
-            case ENOTCONN:
-                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
-                try peerGone("the peer closed its socket")
-            default:
-                for _ in 0..<dropped { statistics.countDrop(.noPeer) }
-                throw .system(SystemCallError(call: "sendmmsg", device: name, errno: e))
             }
         }
     }
@@ -191,17 +203,11 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
             if incoming.isEmpty {
                 if fillsLeft == 0 { return .empty }
                 fillsLeft -= 1
-                let n = incoming.fill(fd: fd)
-                if n < 0 {
-                    switch errno {
-                    case EINTR: continue
-                    case EAGAIN: return .empty
-                    case ECONNRESET:
-                        try peerGone("the peer reset its socket")
-                        return .empty
-                    default:
-                        throw .system(SystemCallError(call: "recvmmsg", device: name, errno: errno))
-                    }
+                let n: Int
+                do { n = try incoming.fill(fd: fd, device: name) } catch {
+                    guard error.errno == ECONNRESET else { throw .system(error) }
+                    try peerGone("the peer reset its socket")
+                    return .empty
                 }
                 if n == 0 { return .empty }
             }
@@ -214,10 +220,16 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 return .empty
             }
             if slot.truncated {
-                statistics.countDrop(.noSpace)
-                return .dropped(length: slot.length, reason: .noSpace)
+                statistics.countDrop(.oversized)   // longer than any frame
+                return .dropped(length: slot.length, reason: .oversized)
             }
             let l = linkHeaderLength, h = vnetHeaderLength
+            // On netbe's own link a message shorter than any frame is a control message.
+            if l > 0 && slot.length < l + 14 {
+                if control(slot.bytes, length: slot.length) { continue }
+                statistics.countDrop(.truncated)
+                return .dropped(length: slot.length, reason: .truncated)
+            }
             if l == h { return deliver(slot.bytes, length: slot.length, into: buffers) }
             guard slot.length >= l + 14 else {
                 statistics.countDrop(.truncated)
@@ -243,8 +255,10 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
     public override func peekReceiveLength() throws(NetBackendError) -> Int {
         guard fd >= 0 else { return 0 }
         if let slot = incoming.peek() { return slot.length - linkHeaderLength + vnetHeaderLength }
-        let n = recv(fd, nil, 0, cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT)
-        return n > 0 ? n - linkHeaderLength + vnetHeaderLength : 0
+        // A reset shows at the next `receive`; here it only means nothing to peek.
+        guard case .processed(let n)? = try? Syscall.recv(fd, nil, 0, flags: cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT,
+                                                           device: name), n > 0 else { return 0 }
+        return n - linkHeaderLength + vnetHeaderLength
     }
 
     public override func close() {

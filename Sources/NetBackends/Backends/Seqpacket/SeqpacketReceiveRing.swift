@@ -40,14 +40,15 @@ final class SeqpacketReceiveRing {
     @inline(__always)
     func removeFirst() { next += 1 }
 
-    /// Reads up to `capacity` messages (the ring must be empty). Returns how many, or
-    /// -1 with errno set (EAGAIN: none waiting).
-    func fill(fd: Int32) -> Int {
+    /// Reads up to `capacity` messages (the ring must be empty). Returns how many, 0 when
+    /// none waits.
+    func fill(fd: Int32, device: @autoclosure () -> String) throws(SystemCallError) -> Int {
         next = 0
         filled = 0
-        let n = cnb_recvmmsg(fd, slots.headers, UInt32(capacity), cnb_MSG_DONTWAIT | cnb_MSG_TRUNC)
-        if n > 0 { filled = Int(n) }
-        return Int(n)
+        guard case .processed(let n) = try Syscall.recvmmsg(fd, slots.headers, capacity, flags: cnb_MSG_DONTWAIT | cnb_MSG_TRUNC,
+                                                              device: device()) else { return 0 }
+        filled = n
+        return n
     }
 
     /// Forgets the frames read ahead (they came from a peer that is gone).

@@ -59,28 +59,24 @@ final class SeqpacketSendBatch {
     /// Writes what is queued with `sendmmsg(2)` until done or the socket is full.
     /// EMSGSIZE drops the one frame the kernel refused and goes on; any other error
     /// drops the whole rest of the batch and is returned.
-    func write(fd: Int32) -> WriteResult {
+    func write(fd: Int32, device: @autoclosure () -> String) -> WriteResult {
         while sent < count {
-            let n = cnb_sendmmsg(fd, slots.headers + sent, UInt32(count - sent), cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL)
-            if n > 0 {
-                sent += Int(n)
-                continue
-            }
-            let e = errno
-            switch e {
-            case EINTR:
-                continue
-            case EAGAIN, ENOBUFS:
-                return .full
-            case EMSGSIZE:
-                sent += 1
-                if sent == count { reset() }
-                return .failed(errno: e, dropped: 1)
-            default:
+            let r: IOResult
+            do {
+                r = try Syscall.sendmmsg(fd, slots.headers + sent, count - sent, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL,
+                                         device: device())
+            } catch {
+                if error.errno == EMSGSIZE {
+                    sent += 1
+                    if sent == count { reset() }
+                    return .failed(errno: EMSGSIZE, dropped: 1)
+                }
                 let dropped = count - sent
                 reset()
-                return .failed(errno: e, dropped: dropped)
+                return .failed(errno: error.errno, dropped: dropped)
             }
+            guard case .processed(let n) = r else { return .full }
+            sent += n
         }
         reset()
         return .done

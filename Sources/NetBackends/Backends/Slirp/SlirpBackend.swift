@@ -15,6 +15,11 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
         name: "slirp", prefixes: ["slirp", "user"],
         summary: "user-mode NAT via libslirp, in a privilege-separated helper (helper=off: in-process)",
         availability: { .available },
+        check: { (spec) throws(NetBackendError) in
+            let r = SpecReader(spec, repeatable: ["hostfwd"])
+            _ = try SlirpConfiguration(r)
+            try r.finish(kind: "slirp")
+        },
         open: { (spec, loop) throws(NetBackendError) in try SlirpBackend.open(spec, on: loop) }
     )
 
@@ -52,6 +57,7 @@ public final class SlirpBackend: NetBackend, @unchecked Sendable {
         runVectors = .allocate(capacity: 1 + TCPCoalescer.maximumSegments)
         runVectors.initialize(repeating: iovec(), count: 1 + TCPCoalescer.maximumSegments)
         super.init(spec: spec, kind: "slirp", name: "slirp(\(SlirpConfiguration.text(configuration.network)))", eventLoop: eventLoop)
+        stack.queue.statistics = statistics
         do {
             try watch(fd: stack.queue.readyFD)
         } catch {

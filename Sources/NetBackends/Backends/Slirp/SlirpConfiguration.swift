@@ -70,7 +70,7 @@ public struct SlirpConfiguration: Sendable {
 
         var forwards: [HostForward] = []
         // bhyve separates rules with ';' in one value; QEMU repeats the key. Both work.
-        for value in r.strings("hostfwd") {
+        for value in try r.strings("hostfwd") {
             for rule in value.split(separator: ";", omittingEmptySubsequences: true) {
                 forwards.append(try Self.parseHostForward(String(rule), defaultGuest: dhcpStart, bad: bad))
             }

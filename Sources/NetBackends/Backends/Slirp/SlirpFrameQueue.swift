@@ -23,12 +23,13 @@ final class SlirpFrameQueue {
     private var count = 0
     private(set) var overflowDrops: UInt64 = 0
     private(set) var oversizeDrops: UInt64 = 0
+    /// Where drops are reported (`queue_full`, `oversized`, lost before any receive): the
+    /// in-process backend's statistics, or the helper's, which it sends to netbe.
+    var statistics: BackendStatistics?
 
     /// `slotSize`: the largest frame kept; `capacity`: frames held before dropping.
     init(slotSize: Int, capacity: Int) throws(SystemCallError) {
-        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "eventfd", device: "slirp frame queue", errno: errno) }
-        readyFD = fd
+        readyFD = try Syscall.check("eventfd", device: "slirp frame queue") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
         self.slotSize = slotSize
         self.capacity = capacity
         storage = .allocate(byteCount: slotSize * capacity, alignment: 64)
@@ -48,15 +49,23 @@ final class SlirpFrameQueue {
     /// (libslirp's contract allows it: TCP retransmits).
     @inline(__always)
     func push(_ frame: UnsafeRawPointer, length: Int) {
-        guard length <= slotSize else { oversizeDrops &+= 1; return }
-        guard count < capacity else { overflowDrops &+= 1; return }
+        guard length <= slotSize else {
+            oversizeDrops &+= 1
+            statistics?.countLostBeforeReceive(.oversized)
+            return
+        }
+        guard count < capacity else {
+            overflowDrops &+= 1
+            statistics?.countLostBeforeReceive(.queueFull)
+            return
+        }
         let slot = (head + count) % capacity
         (storage + slot * slotSize).copyMemory(from: frame, byteCount: length)
         lengths[slot] = length
         count += 1
         if count == 1 {
             var one: UInt64 = 1
-            _ = Glibc.write(readyFD, &one, 8)
+            _ = try? Syscall.write(readyFD, &one, 8, device: "slirp frame queue")
         }
     }
 
@@ -78,7 +87,7 @@ final class SlirpFrameQueue {
         count -= k
         if count == 0 && k > 0 {
             var v: UInt64 = 0
-            _ = Glibc.read(readyFD, &v, 8)
+            _ = try? Syscall.read(readyFD, &v, 8, device: "slirp frame queue")
         }
     }
 
@@ -96,7 +105,7 @@ final class SlirpFrameQueue {
         count -= 1
         if count == 0 {
             var v: UInt64 = 0
-            _ = Glibc.read(readyFD, &v, 8)
+            _ = try? Syscall.read(readyFD, &v, 8, device: "slirp frame queue")
         }
         return fits ? length : -length
     }

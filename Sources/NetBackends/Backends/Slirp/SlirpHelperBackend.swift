@@ -47,6 +47,8 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     var timer: EventSource?
     let program: String
     var recentDeaths: [Int64] = []
+    /// The helper's drop totals last heard (after send, then before receive, by reason).
+    var helperDrops = [UInt64](repeating: 0, count: 2 * DropReason.allCases.count)
     var log: Logger { logger }
 
     enum Phase {
@@ -105,16 +107,23 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         guard fd >= 0 else { return }
         var message = SlirpHelperLink.featuresMessage(helperFeatures)
         let n = message.count
-        var sent = -1
         for _ in 0..<(waiting ? 100 : 1) {
-            sent = message.withUnsafeMutableBytes { Glibc.send(fd, $0.baseAddress, n, cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL) }
-            if sent == n || (errno != EAGAIN && errno != EINTR) || !waiting { break }
+            let result = message.withUnsafeMutableBytes { b in
+                Result { () throws(SystemCallError) -> IOResult in
+                    try Syscall.send(fd, b.baseAddress, n, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL, device: "slirp helper socket")
+                }
+            }
+            switch result {
+            case .failure(let error):
+                throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", code: error.code))
+            case .success(let r):
+                if r == .processed(n) { return }
+            }
+            if !waiting { break }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 10)
         }
-        if sent != n {
-            throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", errno: errno))
-        }
+        throw .system(SystemCallError(call: "send (offload settings)", device: "slirp helper socket", errno: EAGAIN))
     }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
@@ -125,6 +134,17 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
             statistics.softwareSegmented &+= 1
         }
         return r
+    }
+
+    /// The helper's drops report: its totals become this backend's drops, for the report.
+    public override func control(_ bytes: UnsafeRawPointer, length: Int) -> Bool {
+        guard let m = SlirpHelperLink.parseDropsMessage(bytes, length: length) else { return false }
+        let i = (m.afterSend ? 0 : DropReason.allCases.count) + m.reason.rawValue
+        guard m.total > helperDrops[i] else { return true }
+        let n = m.total - helperDrops[i]
+        helperDrops[i] = m.total
+        if m.afterSend { statistics.countLostAfterSend(m.reason, n) } else { statistics.countLostBeforeReceive(m.reason, n) }
+        return true
     }
 
     static func ownExecutable() -> String {

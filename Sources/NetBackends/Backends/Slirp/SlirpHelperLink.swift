@@ -48,6 +48,26 @@ final class SlirpHelperLink: @unchecked Sendable {
     private var coalesceIPv6 = false
     /// Frames read per readiness callback before the loop round goes on (level-triggered).
     private let inputBudget = 4 * SeqpacketBackend.batchSize
+    /// Frames lost in this process: netbe's frames that libslirp could not take (or that
+    /// arrived cut or too long), libslirp's that found the queue full or the socket
+    /// refusing them. netbe has the report, so the totals go there as `dropsMessage`s.
+    private let drops = BackendStatistics()
+    private var reportedTotal: UInt64 = 0
+    private var reported = [UInt64](repeating: 0, count: 2 * DropReason.allCases.count)
+
+    /// A drops report to netbe: "D", "s" (frames netbe sent, lost here) or "r" (frames
+    /// for netbe, lost here), the reason's raw value, and the running total as a
+    /// little-endian UInt64: 11 bytes, shorter than any frame message.
+    static let dropsMessageLength = 11
+
+    /// Reads a drops report: (lost after netbe sent them, reason, total); nil if it is none.
+    static func parseDropsMessage(_ bytes: UnsafeRawPointer, length: Int) -> (afterSend: Bool, reason: DropReason, total: UInt64)? {
+        guard length == dropsMessageLength, bytes.load(as: UInt8.self) == UInt8(ascii: "D") else { return nil }
+        let kind = bytes.load(fromByteOffset: 1, as: UInt8.self)
+        guard kind == UInt8(ascii: "s") || kind == UInt8(ascii: "r"),
+              let reason = DropReason(rawValue: Int(bytes.load(fromByteOffset: 2, as: UInt8.self))) else { return nil }
+        return (kind == UInt8(ascii: "s"), reason, UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 3, as: UInt64.self)))
+    }
 
     /// The control message that tells the helper what the frontend accepted: "O" and the
     /// features as a little-endian UInt64 (9 bytes, shorter than any frame message).
@@ -66,6 +86,7 @@ final class SlirpHelperLink: @unchecked Sendable {
         built = .allocate(byteCount: batch * Self.builtSize, alignment: 64)
         framesPerMessage = .allocate(capacity: batch)
         framesPerMessage.initialize(repeating: 0, count: batch)
+        stack.queue.statistics = drops
         for i in 0..<batch {
             var h = cnb_mmsghdr()
             h.msg_hdr.msg_iov = vectors + i * Self.vectorsPerMessage
@@ -116,14 +137,9 @@ final class SlirpHelperLink: @unchecked Sendable {
         var budget = inputBudget
         reading: while budget > 0 {
             if incoming.isEmpty {
-                let n = incoming.fill(fd: fd)
-                if n < 0 {
-                    switch errno {
-                    case EINTR: continue
-                    case EAGAIN: break
-                    case ECONNRESET: loop.stop()   // the main process is gone
-                    default: loop.stop(throwing: NetBackendError.system(SystemCallError(call: "recvmmsg", device: "slirp helper socket", errno: errno)))
-                    }
+                let n: Int
+                do { n = try incoming.fill(fd: fd, device: "slirp helper socket") } catch {
+                    if error.errno == ECONNRESET { loop.stop() } else { loop.stop(throwing: NetBackendError.system(error)) }   // reset: the main process is gone
                     break reading
                 }
                 if n == 0 { break reading }
@@ -137,54 +153,93 @@ final class SlirpHelperLink: @unchecked Sendable {
                     loop.stop()
                     return
                 }
-                if slot.truncated { continue }
-                if slot.length < Self.header + 14 {
-                    control(slot.bytes, length: slot.length)
+                if slot.truncated {
+                    drops.countLostAfterSend(.oversized)   // longer than any frame
                     continue
                 }
-                // Anything libslirp cannot take is dropped here; the main process counted
-                // the frame when it sent it.
-                _ = stack.input(frame: slot.bytes + Self.header, length: slot.length - Self.header, header: slot.bytes)
+                if slot.length < Self.header + 14 {
+                    if !control(slot.bytes, length: slot.length) { drops.countLostAfterSend(.truncated) }
+                    continue
+                }
+                // What libslirp cannot take is dropped here, after netbe counted it as sent:
+                // the drop is reported back (`reportDrops`).
+                if case .dropped(let reason) = stack.input(frame: slot.bytes + Self.header, length: slot.length - Self.header,
+                                                          header: slot.bytes) {
+                    drops.countLostAfterSend(reason)
+                }
             }
         }
         writeQueued()
     }
 
-    /// A control message from the main process (unknown ones are ignored).
-    private func control(_ bytes: UnsafeRawPointer, length: Int) {
-        guard length == 9, bytes.load(as: UInt8.self) == UInt8(ascii: "O") else { return }
+    /// Sends netbe the totals that changed since the last report. A full socket leaves
+    /// them for the next round (totals, not increments: nothing is counted twice).
+    private func reportDrops() {
+        let total = drops.totalDrops
+        guard total != reportedTotal else { return }
+        var complete = true
+        for reason in DropReason.allCases {
+            for afterSend in [true, false] {
+                let now = afterSend ? drops.lostAfterSend(reason) : drops.lostBeforeReceive(reason)
+                let i = (afterSend ? 0 : DropReason.allCases.count) + reason.rawValue
+                guard now != reported[i] else { continue }
+                var message = [UInt8](repeating: 0, count: Self.dropsMessageLength)
+                message[0] = UInt8(ascii: "D")
+                message[1] = afterSend ? UInt8(ascii: "s") : UInt8(ascii: "r")
+                message[2] = UInt8(reason.rawValue)
+                message.withUnsafeMutableBytes { $0.storeBytes(of: now.littleEndian, toByteOffset: 3, as: UInt64.self) }
+                let sent = message.withUnsafeBytes {
+                    try? Syscall.send(fd, $0.baseAddress, $0.count, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL, device: "slirp helper socket")
+                }
+                if sent == .processed(Self.dropsMessageLength) { reported[i] = now } else { complete = false }
+            }
+        }
+        if complete { reportedTotal = total }
+    }
+
+    /// A control message from the main process; false when it is none (a cut frame).
+    private func control(_ bytes: UnsafeRawPointer, length: Int) -> Bool {
+        guard length == 9, bytes.load(as: UInt8.self) == UInt8(ascii: "O") else { return false }
         let features = VirtioNetFeatures(rawValue: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 1, as: UInt64.self)))
         coalesceIPv4 = features.isSuperset(of: [.guestCsum, .guestTSO4])
         coalesceIPv6 = features.isSuperset(of: [.guestCsum, .guestTSO6])
+        return true
     }
 
     /// Writes waiting frames from the queue's slots, a batch of messages per `sendmmsg`.
     private func writeQueued() {
+        defer { reportDrops() }
         let queue = stack.queue
         while !blocked && !queue.isEmpty {
             let messages = buildMessages()
-            let sent = cnb_sendmmsg(fd, headers, UInt32(messages), cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL)
-            if sent > 0 {
-                var frames = 0
-                for i in 0..<Int(sent) { frames += framesPerMessage[i] }
-                queue.removeFirst(frames)
-                continue
+            let e: Int32
+            do {
+                if case .processed(let sent) = try Syscall.sendmmsg(fd, headers, messages, flags: cnb_MSG_DONTWAIT | cnb_MSG_NOSIGNAL,
+                                                                   device: "slirp helper socket") {
+                    var frames = 0
+                    for i in 0..<sent { frames += framesPerMessage[i] }
+                    queue.removeFirst(frames)
+                    continue
+                }
+                e = EAGAIN
+            } catch {
+                e = error.errno
             }
-            switch errno {
-            case EINTR:
-                continue
-            case EAGAIN, ENOBUFS:
+            switch e {
+            case EAGAIN:
                 // Frames stay queued; the socket's writable callback resumes.
                 blocked = true
                 queueSource?.disable(.read)
                 socketSource?.enable(.write)
             case EMSGSIZE:
+                // A message (a joined run, or one frame) longer than the socket takes.
+                drops.countLostBeforeReceive(.oversized, UInt64(framesPerMessage[0]))
                 queue.removeFirst(framesPerMessage[0])
             case EPIPE, ECONNRESET, ENOTCONN:
                 loop.stop()   // the main process is gone
                 return
             default:
-                loop.stop(throwing: NetBackendError.system(SystemCallError(call: "sendmmsg", device: "slirp helper socket", errno: errno)))
+                loop.stop(throwing: NetBackendError.system(SystemCallError(call: "sendmmsg", device: "slirp helper socket", errno: e)))
                 return
             }
         }

@@ -152,6 +152,7 @@ extension SlirpHelperBackend {
             handshakeSource?.cancel()
             handshakeSource = nil
             cancelTimer()
+            helperDrops = helperDrops.map { _ in 0 }   // a new helper counts from zero
             do throws(NetBackendError) {
                 try attach(fd: h.takeSocket())
                 phase = .running

@@ -17,6 +17,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     public static let kind = BackendKind(
         name: "stream", prefixes: ["stream"],
         summary: "length-prefixed frames on a unix or TCP stream (QEMU -netdev stream, passt, gvproxy)",
+        check: { (spec) throws(NetBackendError) in _ = try StreamBackend.options(spec) },
         open: { (spec, loop) throws(NetBackendError) in try StreamBackend(spec: spec, eventLoop: loop) }
     )
 
@@ -67,25 +68,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// side connected once, when this returns. Bad options throw `.badSpec`; a refused or
     /// failed first connection throws `.system` (netbe exits 1).
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
-        let r = SpecReader(spec)
-        let listenText = try r.string("listen")
-        let connectText = try r.string("connect")
-        let reconnect = try r.int("reconnect", in: 0...3600)
-        vnet = try r.bool("vnet", default: false)
-        try r.finish(kind: "stream")
-        func bad(_ why: String) -> NetBackendError { .badSpec("bad spec '\(spec.text)': \(why)") }
-        switch (listenText, connectText) {
-        case (let l?, nil):
-            if reconnect != nil { throw bad("reconnect= goes with connect=, not listen=") }
-            address = try NetSocketAddress(parsing: l)
-            role = .listen
-        case (nil, let c?):
-            address = try NetSocketAddress(parsing: c)
-            role = .connect(reconnectSeconds: reconnect ?? 0)
-        case (nil, nil): throw bad("give listen=ADDR or connect=ADDR")
-        default: throw bad("give listen= or connect=, not both")
-        }
-        if case .udp = address { throw bad("a stream needs a unix: or tcp: address, not udp:") }
+        (address, role, vnet) = try Self.options(spec)
         resolved = try address.resolve()
         let header = vnet ? VirtioNetHeader.mergeableLength : 0
         minimumLength = header + 14
@@ -103,6 +86,32 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
             close()
             throw error
         }
+    }
+
+    /// The spec's options, checked without opening anything.
+    static func options(_ spec: BackendSpec) throws(NetBackendError) -> (NetSocketAddress, Role, Bool) {
+        let r = SpecReader(spec)
+        let listenText = try r.string("listen")
+        let connectText = try r.string("connect")
+        let reconnect = try r.int("reconnect", in: 0...3600)
+        let vnet = try r.bool("vnet", default: false)
+        try r.finish(kind: "stream")
+        func bad(_ why: String) -> NetBackendError { .badSpec("bad spec '\(spec.text)': \(why)") }
+        let address: NetSocketAddress
+        let role: Role
+        switch (listenText, connectText) {
+        case (let l?, nil):
+            if reconnect != nil { throw bad("reconnect= goes with connect=, not listen=") }
+            address = try NetSocketAddress(parsing: l)
+            role = .listen
+        case (nil, let c?):
+            address = try NetSocketAddress(parsing: c)
+            role = .connect(reconnectSeconds: reconnect ?? 0)
+        case (nil, nil): throw bad("give listen=ADDR or connect=ADDR")
+        default: throw bad("give listen= or connect=, not both")
+        }
+        if case .udp = address { throw bad("a stream needs a unix: or tcp: address, not udp:") }
+        return (address, role, vnet)
     }
 
     deinit {

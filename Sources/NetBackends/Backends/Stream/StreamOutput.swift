@@ -55,13 +55,8 @@ final class StreamOutput {
     /// Writes as much of the tail as the socket takes; true once it is all out.
     func flush(to fd: Int32, device: String) throws(SystemCallError) -> Bool {
         while start < end {
-            let n = Glibc.send(fd, buffer + start, end - start, cnb_MSG_NOSIGNAL)
-            if n < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == ENOBUFS { return false }
-                throw SystemCallError(call: "send", device: device, errno: e)
-            }
+            guard case .processed(let n) = try Syscall.send(fd, buffer + start, end - start, flags: cnb_MSG_NOSIGNAL,
+                                                             device: device) else { return false }
             start += n
         }
         reset()

@@ -41,7 +41,8 @@ extension StreamBackend {
         }
         lengthPrefix.pointee = UInt32(length).bigEndian
         sendVector[0] = iovec(iov_base: lengthPrefix, iov_len: 4)
-        (sendVector + 1).update(from: frame.baseAddress!, count: frame.count)
+        guard let parts = frame.baseAddress, frame.count > 0 else { fatalError("stream send: an empty iovec list is no frame") }
+        (sendVector + 1).update(from: parts, count: frame.count)
         var message = msghdr()
         message.msg_iov = sendVector
         message.msg_iovlen = frame.count + 1

@@ -18,6 +18,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         availability: {
             access("/dev/net/tun", F_OK) == 0 ? .available : .unavailable("no /dev/net/tun")
         },
+        check: { (spec) throws(NetBackendError) in _ = try TapConfiguration(spec) },
         open: { (spec, loop) throws(NetBackendError) in try TapBackend(spec: spec, eventLoop: loop) }
     )
 
@@ -50,20 +51,8 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     }()
 
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
-        let r = SpecReader(spec)
-        let netns = try r.string("netns")
-        let vnet = try r.bool("vnet", default: true)
-        let offload = try r.bool("offload", default: true)
-        let hdrlen = try r.choice("hdrlen", ["10", "12"]).flatMap { Int($0) } ?? VirtioNetHeader.mergeableLength
-        let options = TapDevice.Options(name: spec.name, vnet: vnet, mtu: try r.int("mtu", in: 68...65535),
-                                        mac: try r.mac("mac"), up: try r.bool("up", default: true))
-        try r.finish(kind: "tap")
-        if spec.name.utf8.count >= Int(cnb_IFNAMSIZ) {
-            throw .badSpec("bad spec '\(spec.text)': interface name '\(spec.name)' is longer than \(cnb_IFNAMSIZ - 1) bytes")
-        }
-        if !vnet && spec.values("hdrlen").count > 0 {
-            throw .badSpec("bad spec '\(spec.text)': hdrlen= needs vnet=on")
-        }
+        let c = try TapConfiguration(spec)
+        let (netns, vnet, offload, hdrlen, options) = (c.netns, c.vnet, c.offload, c.headerLength, c.options)
         let device = try NetworkNamespace.run(in: netns) { () throws(NetBackendError) -> TapDevice in try TapDevice.open(options) }
         fd = device.fd
         attachedToExisting = device.attached
@@ -149,7 +138,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
     }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        var vector = frame.baseAddress!
+        guard var vector = frame.baseAddress, frame.count > 0 else { fatalError("tap send: an empty iovec list is no frame") }
         var count = frame.count
         if hiddenHeader != 0 {
             // The fd wants a header the frontend does not have: put a zeroed one in front.
@@ -173,7 +162,7 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
             case EIO:
                 statistics.countDrop(.linkDown)
                 return .dropped(.linkDown)
-            case EINVAL, EMSGSIZE, EFAULT:
+            case EINVAL, EMSGSIZE:   // EFAULT never gets here: Syscall traps, it is the caller's bug
                 statistics.countDrop(.malformed)
                 return .dropped(.malformed)
             default:
@@ -205,6 +194,11 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
                     }
                 } catch { throw gone(error) }
                 guard case .processed(let n) = r, n > 0 else { return .empty }
+                // Shorter than a header and an Ethernet header: counted, never delivered.
+                guard n >= vnetHeaderLength + 14 else {
+                    statistics.countDrop(.truncated)
+                    return .dropped(length: n, reason: .truncated)
+                }
                 return .frame(length: n)
             }
         }
@@ -213,6 +207,10 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         }
         let length = bounceLength - hiddenHeader
         bounceLength = -1
+        guard length >= vnetHeaderLength + 14 else {
+            statistics.countDrop(.truncated)
+            return .dropped(length: max(length, 0), reason: .truncated)
+        }
         return deliver(bounce + hiddenHeader, length: length, into: buffers)
     }
 
@@ -223,13 +221,14 @@ public final class TapBackend: NetBackend, @unchecked Sendable {
         if bounceLength < 0 {
             guard try fillBounce() else { return 0 }
         }
-        return bounceLength - hiddenHeader
+        // A frame too short to deliver still waits: `receive` drops it, counted.
+        return max(bounceLength - hiddenHeader, 1)
     }
 
     private func fillBounce() throws(NetBackendError) -> Bool {
         let r: IOResult
         do { r = try Syscall.read(fd, bounce, bounceSize, device: name) } catch { throw gone(error) }
-        guard case .processed(let n) = r, n > hiddenHeader else { return false }
+        guard case .processed(let n) = r, n > 0 else { return false }
         bounceLength = n
         return true
     }

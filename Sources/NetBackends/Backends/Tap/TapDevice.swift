@@ -40,12 +40,13 @@ struct TapDevice {
             var flags = cnb_IFF_TAP | cnb_IFF_NO_PI
             if o.vnet { flags |= cnb_IFF_VNET_HDR }
             var out = [CChar](repeating: 0, count: Int(cnb_IFNAMSIZ))
-            if cnb_tun_set_iff(fd, o.name, flags, &out) < 0 {
-                let e = errno
-                switch e {
-                case EBUSY: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, errno: e, hint: "another process holds this tap"))
-                case EINVAL: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, errno: e, hint: "an interface of that name exists and is not a tap of this kind"))
-                default: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, errno: e))
+            do {
+                try Syscall.check("TUNSETIFF", device: o.name) { cnb_tun_set_iff(fd, o.name, flags, &out) }
+            } catch {
+                switch error.errno {
+                case EBUSY: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, code: error.code, hint: "another process holds this tap"))
+                case EINVAL: throw NetBackendError.system(SystemCallError(call: "TUNSETIFF", device: o.name, code: error.code, hint: "an interface of that name exists and is not a tap of this kind"))
+                default: throw NetBackendError.system(error)
                 }
             }
             let name = String(nulTerminated: out)
@@ -72,17 +73,14 @@ struct TapDevice {
 
     /// MTU, MAC and up/down through an ioctl socket of the current namespace.
     private static func configureLink(name: String, _ o: Options) throws(NetBackendError) {
-        let sock = socket(AF_INET, SocketCall.datagram | SocketCall.cloexec, 0)
-        if sock < 0 { throw .system(SystemCallError(call: "socket", device: name, errno: errno)) }
-        defer { _ = Glibc.close(sock) }
-        if let mtu = o.mtu, cnb_if_set_mtu(sock, name, Int32(mtu)) < 0 {
-            throw .system(SystemCallError(call: "SIOCSIFMTU \(mtu)", device: name, errno: errno))
-        }
-        if let mac = o.mac, cnb_if_set_mac(sock, name, mac) < 0 {
-            throw .system(SystemCallError(call: "SIOCSIFHWADDR", device: name, errno: errno))
-        }
-        if cnb_if_set_up(sock, name, o.up ? 1 : 0) < 0 {
-            throw .system(SystemCallError(call: "SIOCSIFFLAGS", device: name, errno: errno))
+        do {
+            let sock = try Syscall.check("socket", device: name) { socket(AF_INET, SocketCall.datagram | SocketCall.cloexec, 0) }
+            defer { _ = Glibc.close(sock) }
+            if let mtu = o.mtu { try Syscall.check("SIOCSIFMTU \(mtu)", device: name) { cnb_if_set_mtu(sock, name, Int32(mtu)) } }
+            if let mac = o.mac { try Syscall.check("SIOCSIFHWADDR", device: name) { cnb_if_set_mac(sock, name, mac) } }
+            try Syscall.check("SIOCSIFFLAGS", device: name) { cnb_if_set_up(sock, name, o.up ? 1 : 0) }
+        } catch {
+            throw .system(error)
         }
     }
 }

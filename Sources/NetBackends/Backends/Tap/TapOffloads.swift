@@ -47,10 +47,11 @@ struct TapOffloads: OptionSet, Sendable {
     static func probe(fd: Int32, device: String) throws(SystemCallError) -> TapOffloads {
         var found: TapOffloads = []
         for group: TapOffloads in [.csum, [.csum, .tso4, .tso6], [.csum, .tso4, .tso6, .tsoECN], [.csum, .ufo], [.csum, .uso]] {
-            if cnb_ioctl_ulong(fd, cnb_TUNSETOFFLOAD, UInt(group.rawValue)) == 0 {
+            do {
+                try Syscall.ioctl(fd, "TUNSETOFFLOAD", cnb_TUNSETOFFLOAD, value: UInt(group.rawValue), device: device)
                 found.formUnion(group)
-            } else if errno != EINVAL {
-                throw SystemCallError(call: "TUNSETOFFLOAD", device: device, errno: errno)
+            } catch {
+                if error.errno != EINVAL { throw error }
             }
         }
         try Syscall.ioctl(fd, "TUNSETOFFLOAD", cnb_TUNSETOFFLOAD, value: 0, device: device)

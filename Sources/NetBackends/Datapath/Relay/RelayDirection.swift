@@ -1,3 +1,4 @@
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,9 @@ public final class RelayDirection: @unchecked Sendable {
     public let statistics = BackendStatistics()
     /// Frames handled per readiness callback before yielding to the other direction.
     @exclusivity(unchecked) public var batchLimit = 128
+    /// Segments cut from super-frames per wake-up: a longer cut (a small `gso_size` makes a
+    /// 64 KiB frame over a thousand segments) yields to the loop and goes on next round.
+    @exclusivity(unchecked) public var cutLimit = 256
 
     private let capture: PcapWriter?
     private let bufferSize = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
@@ -45,6 +49,11 @@ public final class RelayDirection: @unchecked Sendable {
     @exclusivity(unchecked) private var frame: UnsafeMutableRawPointer
     /// Set when joining: the sink takes TSO, the source never hands out GSO frames.
     private let ring: JoinRing?
+    /// Segments this wake-up may still cut (`cutLimit` at each `pump`/`resume`).
+    @exclusivity(unchecked) private var cutBudget = 0
+    /// An eventfd that is always readable, watched only while a cut waits: enabling its
+    /// read interest brings `resume` next loop round, without allocating per yield.
+    private var resumeCut: EventSource?
 
     init(from source: NetBackend, to sink: NetBackend, capture: PcapWriter?) {
         self.source = source
@@ -66,14 +75,34 @@ public final class RelayDirection: @unchecked Sendable {
         ring = (sinkTakesTSO4 || sinkTakesTSO6) && !sourceGivesGSO
             ? JoinRing(capacity: TCPCoalescer.maximumSegments, slotSize: bufferSize) : nil
         ring?.headerLength = source.vnetHeaderLength
+        let fd = eventfd(1, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        if fd >= 0 {
+            resumeCut = try? sink.eventLoop.watch(fd: fd, name: "relay \(source.name)->\(sink.name) cut", ownsDescriptor: true) {
+                [weak self] _ in
+                guard let self else { return }
+                self.resumeCut?.disable(.read)
+                do throws(NetBackendError) { try self.resume() } catch { self.sink.eventLoop.stop(throwing: error) }
+            }
+            if resumeCut == nil { _ = Glibc.close(fd) }
+        }
     }
 
     deinit {
+        resumeCut?.cancel()
         buffer.deallocate()
         inVector.deallocate()
         outVector.deallocate()
         header.deallocate()
         segment.deallocate()
+    }
+
+    /// Every drop of this direction by reason, zeros included, for reports: what it counted
+    /// from send and receive results, what the sink lost after taking it, what the source
+    /// lost before it could hand it out (`BackendStatistics.countLostAfterSend`/`BeforeReceive`).
+    public var dropsByReason: [(DropReason, UInt64)] {
+        DropReason.allCases.map {
+            ($0, statistics.drops($0) &+ sink.statistics.lostAfterSend($0) &+ source.statistics.lostBeforeReceive($0))
+        }
     }
 
     /// Makes the direction inert (see `Relay.stop`).
@@ -90,7 +119,8 @@ public final class RelayDirection: @unchecked Sendable {
 
     private func pumpFrames() throws(NetBackendError) {
         var budget = batchLimit
-        while budget > 0 {
+        cutBudget = cutLimit
+        while budget > 0 && cutBudget > 0 {
             switch try source.receive(into: UnsafeBufferPointer(start: inVector, count: 1)) {
             case .empty:
                 return
@@ -104,10 +134,12 @@ public final class RelayDirection: @unchecked Sendable {
         }
     }
 
-    /// Sink writable again: retry the held frame, then resume reading.
+    /// Sink writable again (or a cut that yielded is due): retry the held frame, then
+    /// resume reading.
     func resume() throws(NetBackendError) {
         guard blocked, !stopped else { return }
         blocked = false
+        cutBudget = cutLimit
         if let ring {
             if try !deliver(ring) { return }
         } else if try !forward() {
@@ -193,9 +225,17 @@ public final class RelayDirection: @unchecked Sendable {
         let outHeader = sink.vnetHeaderLength
         if segmenter == nil {
             let gsoSize = Int(UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+            let type = frame.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
+            guard type == VirtioNetHeader.GSOType.tcpv4.rawValue || type == VirtioNetHeader.GSOType.tcpv6.rawValue else {
+                statistics.countDrop(.offloadUnsupported)   // UDP GSO: never asked for, not cut here
+                pendingLength = -1
+                return true
+            }
+            // Not TCP of the family the header names, or a gso_size no sender uses: malformed.
             guard let s = TCPSegmenter(frame: payload, length: payloadLength, gsoSize: gsoSize),
+                  s.isIPv6 == (type == VirtioNetHeader.GSOType.tcpv6.rawValue),
                   outHeader + s.maximumSegmentLength <= bufferSize else {
-                statistics.countDrop(.offloadUnsupported)
+                statistics.countDrop(.malformed)
                 pendingLength = -1
                 return true
             }
@@ -212,6 +252,15 @@ public final class RelayDirection: @unchecked Sendable {
             outVector[0] = iovec(iov_base: segment, iov_len: outHeader + segmentLength)
             if try offer(1) == .wouldBlock { return false }
             segmentLength = 0
+            cutBudget -= 1
+            if cutBudget <= 0 && !segmenter!.isFinished, let resumeCut {
+                // Enough for this wake-up: hold the cut as back-pressure holds it, and let
+                // the loop run everything else before `resume` goes on from here.
+                blocked = true
+                source.disableReceive()
+                resumeCut.enable(.read)
+                return false
+            }
         }
         segmenter = nil
         statistics.frames &+= 1
@@ -267,6 +316,9 @@ public final class RelayDirection: @unchecked Sendable {
                             capture.record(UnsafeRawBufferPointer(start: f.bytes, count: f.length))
                         }
                     }
+                } else if case .dropped(let reason) = result {
+                    // `offer` counted one; the run was `run.count` frames read, each lost.
+                    for _ in 1..<run.count { statistics.countDrop(reason) }
                 }
                 ring.next += run.count
             } else {
