@@ -45,6 +45,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     /// A write found the peer gone: nothing more is sent, what it sent is read to its end
     /// of file before the connection is dropped (StreamDrain.swift).
     var draining = false
+    /// Ends a drain whose peer stopped reading but never closes (made at the first drain).
+    var drainTimer: OneShotTimer?
 
     // Listener state (role .listen).
     var listenFD: Int32 = -1
@@ -187,6 +189,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         output.reset()
         outputBlocked = false
         draining = false
+        drainTimer?.disarm()
         notifyLinkState(false)
         if senderWaiting {
             // The relay waits for writable; let it retry (it now gets no_peer drops).
@@ -319,6 +322,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         acceptRetry = nil
         retrySource?.cancel()
         retrySource = nil
+        drainTimer?.cancel()
+        drainTimer = nil
         connectingSource?.cancel()
         connectingSource = nil
         if connectingFD >= 0 { Glibc.close(connectingFD); connectingFD = -1 }
