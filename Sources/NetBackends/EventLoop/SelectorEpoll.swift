@@ -17,8 +17,7 @@ final class Selector: @unchecked Sendable {
     private var rawCapacity = 0
 
     init() throws(SystemCallError) {
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        if epfd < 0 { throw SystemCallError(call: "epoll_create1", device: "event loop", errno: errno) }
+        epfd = try Syscall.check("epoll_create1", device: "event loop") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         raw = UnsafeMutablePointer<epoll_event>.allocate(capacity: 256)
         rawCapacity = 256
     }
@@ -66,12 +65,8 @@ final class Selector: @unchecked Sendable {
     /// enabled sees the condition (its own I/O call then returns the error).
     func wait(_ out: UnsafeMutablePointer<Event>, capacity: Int, timeoutMilliseconds: Int32) throws(SystemCallError) -> Int {
         let cap = min(capacity, rawCapacity)
-        while true {
-            let n = epoll_wait(epfd, raw, Int32(cap), timeoutMilliseconds)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemCallError(call: "epoll_wait", device: "event loop", errno: errno)
-            }
+        do {
+            let n = try Syscall.check("epoll_wait", device: "event loop") { epoll_wait(epfd, raw, Int32(cap), timeoutMilliseconds) }
             for i in 0..<Int(n) {
                 let e = raw[i].events
                 var ready: NetEventLoop.Interest = []
@@ -84,8 +79,7 @@ final class Selector: @unchecked Sendable {
     }
 
     func makeEventFD() throws(SystemCallError) -> Int32 {
-        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "eventfd", device: "event loop", errno: errno) }
+        let fd = try Syscall.check("eventfd", device: "event loop") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
         wakeFD = fd
         return fd
     }
@@ -114,8 +108,7 @@ final class Selector: @unchecked Sendable {
 
     /// A disarmed timerfd.
     func makeTimerFD(name: String) throws(SystemCallError) -> Int32 {
-        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "timerfd_create", device: name, errno: errno) }
+        let fd = try Syscall.check("timerfd_create", device: name) { timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC)) }
         return fd
     }
 
@@ -123,9 +116,7 @@ final class Selector: @unchecked Sendable {
     static func setTimer(_ fd: Int32, milliseconds: Int, repeating: Bool, name: String) throws(SystemCallError) {
         let ts = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
         var spec = itimerspec(it_interval: repeating ? ts : timespec(), it_value: ts)
-        if timerfd_settime(fd, 0, &spec, nil) < 0 {
-            throw SystemCallError(call: "timerfd_settime", device: name, errno: errno)
-        }
+        try Syscall.check("timerfd_settime", device: name) { timerfd_settime(fd, 0, &spec, nil) }
     }
 }
 #endif

@@ -18,8 +18,7 @@ extension NetEventLoop {
         var set = sigset_t()
         sigemptyset(&set)
         for s in signals { sigaddset(&set, s) }
-        let fd = signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC))
-        if fd < 0 { throw SystemCallError(call: "signalfd", device: "event loop", errno: errno) }
+        let fd = try Syscall.check("signalfd", device: "event loop") { signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
         let source = try watch(fd: fd, name: "signals", ownsDescriptor: true) { _ in
             var info = signalfd_siginfo()
             let size = MemoryLayout<signalfd_siginfo>.size

@@ -83,9 +83,13 @@ public enum SlirpHelper {
             throw .unavailable("slirp helper: no user 'nobody' to drop privileges to")
         }
         let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
-        if setgroups(0, nil) < 0 { throw .system(SystemCallError(call: "setgroups", device: "slirp helper", errno: errno)) }
-        if setgid(gid) < 0 { throw .system(SystemCallError(call: "setgid \(gid)", device: "slirp helper", errno: errno)) }
-        if setuid(uid) < 0 { throw .system(SystemCallError(call: "setuid \(uid)", device: "slirp helper", errno: errno)) }
+        do throws(SystemCallError) {
+            try Syscall.check("setgroups", device: "slirp helper") { setgroups(0, nil) }
+            try Syscall.check("setgid \(gid)", device: "slirp helper") { setgid(gid) }
+            try Syscall.check("setuid \(uid)", device: "slirp helper") { setuid(uid) }
+        } catch {
+            throw .system(error)
+        }
         if setuid(0) == 0 { throw .invalidArgument("slirp helper: root could be regained after dropping it") }
     }
 }

@@ -31,8 +31,7 @@ final class SlirpPollSet {
     private var active: [Int32] = []
 
     init() throws(SystemCallError) {
-        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
-        if epollFD < 0 { throw SystemCallError(call: "epoll_create1", device: "slirp sockets", errno: errno) }
+        epollFD = try Syscall.check("epoll_create1", device: "slirp sockets") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         fds = .allocate(capacity: capacity)
         registered.reserveCapacity(1024)
         seenRound.reserveCapacity(1024)
