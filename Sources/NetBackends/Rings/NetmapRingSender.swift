@@ -55,11 +55,15 @@ public final class NetmapRingSender: @unchecked Sendable {
     }
 
     /// Copies one frame into the ring's free slots (looking at the peer's index again
-    /// once if they run out). See `NetmapSendOutcome`.
+    /// once if there are too few). The slots a frame needs are counted first, so a frame
+    /// that cannot fit is refused before any slot is touched. See `NetmapSendOutcome`.
     public func send(_ frame: UnsafeBufferPointer<iovec>) -> NetmapSendOutcome {
         let size = indices.view.bufferSize
-        let limit = maximumSlotsPerFrame
-        var available = Int(indices.available)
+        let length = IOVectors.length(of: frame)
+        guard length > 0 else { return .tooLarge }
+        let needed = (length &+ size &- 1) / size
+        guard needed <= maximumSlotsPerFrame else { return .tooLarge }
+        if needed > Int(indices.available), needed > Int(indices.refresh()) { return .noSpace }
         var slot = indices.position
         var used = 0
         var destination = UnsafeMutableRawPointer(bitPattern: 1)!
@@ -73,11 +77,6 @@ public final class NetmapRingSender: @unchecked Sendable {
                     if used > 0 {
                         indices.storeSlot(slot, length: filled, flags: NetmapLayout.moreFragments)
                         slot = indices.next(slot)
-                    }
-                    if used == limit { return .tooLarge }
-                    if used == available {
-                        available = Int(indices.refresh())
-                        if used == available { return .noSpace }
                     }
                     let buffer = indices.loadSlot(slot).buffer
                     guard buffer < indices.view.bufferCount else {
@@ -98,7 +97,6 @@ public final class NetmapRingSender: @unchecked Sendable {
                 filled &+= n
             }
         }
-        guard used > 0 else { return .tooLarge }
         indices.storeSlot(slot, length: filled, flags: 0)
         indices.position = indices.next(slot)
         unpublishedFrames &+= 1
