@@ -77,6 +77,20 @@ import Testing
         #expect(list.bytes(80) == good)
     }
 
+    /// The same for a frame of one slot (the receiver's short path) and a zero length.
+    @Test(arguments: [(UInt32(16), 30), (UInt32.max, 30), (UInt32(3), 65), (UInt32(3), 0)])
+    func oneSlotFramesWithBadBuffersOrLengthsAreMalformed(buffer: UInt32, length: Int) throws {
+        let kernel = TestKernelRing(slots: 16, bufferSize: 64, transmit: false)
+        let receiver = NetmapRingReceiver(try kernel.view)
+        let list = ReceiveList(capacity: 70000)
+        #expect(kernel.deliver(RingFrames.make(length: 30, number: 1)))
+        kernel.setSlot(0, buffer: buffer, length: length, flags: 0)
+        #expect(list.receive(receiver) == .dropped(length: length, reason: .malformed))
+        #expect(receiver.faults.invalidSlot == (length == 0 ? 0 : 1))
+        #expect(kernel.deliver(RingFrames.make(length: 30, number: 2)))
+        #expect(list.receive(receiver) == .frame(length: 30))
+    }
+
     /// NS_MOREFRAG on every slot the kernel ever hands over: the frame cannot end, so it
     /// is dropped `malformed` once the ring is full of it (after the consumed slots went
     /// back), and frames after it still arrive. More than 64 fragments: malformed too.

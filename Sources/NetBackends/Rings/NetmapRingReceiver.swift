@@ -60,6 +60,15 @@ public final class NetmapRingReceiver: @unchecked Sendable {
         let size = indices.view.bufferSize
         let bufferCount = indices.view.bufferCount
         var slot = indices.position
+        // The common case: a one-slot frame into a first iovec that holds it.
+        let first = indices.loadSlot(slot)
+        if first.flags & NetmapLayout.moreFragments == 0, first.buffer < bufferCount, Int(first.length) <= size,
+           first.length > 0, let base = buffers.first?.iov_base, buffers[0].iov_len >= Int(first.length) {
+            base.copyMemory(from: indices.buffer(first.buffer), byteCount: Int(first.length))
+            indices.position = indices.next(slot)
+            unreleasedFrames &+= 1
+            return .frame(length: Int(first.length))
+        }
         var used = 0
         var total = 0
         var bad = false

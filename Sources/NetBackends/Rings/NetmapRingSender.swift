@@ -61,6 +61,9 @@ public final class NetmapRingSender: @unchecked Sendable {
         let size = indices.view.bufferSize
         let length = IOVectors.length(of: frame)
         guard length > 0 else { return .tooLarge }
+        if length <= size && frame.count == 1, let base = frame[0].iov_base {
+            return sendOneSlot(base, length: length)
+        }
         let needed = (length &+ size &- 1) / size
         guard needed <= maximumSlotsPerFrame else { return .tooLarge }
         if needed > Int(indices.available), needed > Int(indices.refresh()) { return .noSpace }
@@ -101,5 +104,22 @@ public final class NetmapRingSender: @unchecked Sendable {
         indices.position = indices.next(slot)
         unpublishedFrames &+= 1
         return .queued(slots: used)
+    }
+
+    /// The common case, a frame in one part that fits one buffer, without the general loop.
+    @inline(__always)
+    private func sendOneSlot(_ source: UnsafeMutableRawPointer, length: Int) -> NetmapSendOutcome {
+        if indices.available == 0, indices.refresh() == 0 { return .noSpace }
+        let slot = indices.position
+        let buffer = indices.loadSlot(slot).buffer
+        guard buffer < indices.view.bufferCount else {
+            indices.faults.invalidSlot &+= 1
+            return .peerFault
+        }
+        indices.buffer(buffer).copyMemory(from: source, byteCount: length)
+        indices.storeSlot(slot, length: length, flags: 0)
+        indices.position = indices.next(slot)
+        unpublishedFrames &+= 1
+        return .queued(slots: 1)
     }
 }
