@@ -125,11 +125,16 @@ func runOneThread(size: Int, batch: Int, frames: Int) throws -> Measured {
 func runThreads(size: Int, batch: Int, frames: Int) throws -> Measured {
     let (shared, layout) = try makeMemory()
     let sender = NetmapRingSender(layout.transmit[0])
-    let receiver = NetmapRingReceiver(layout.transmit[0], role: .kernel)
-    let b = Buffers(size: size), c = Buffers(size: size)
+    let b = Buffers(size: size)
     consumerDone.store(0, ordering: .sequentiallyConsistent)
     consumerReady.store(0, ordering: .sequentiallyConsistent)
+    let view = layout.transmit[0]
     let thread = Thread {
+        // The consumer's objects come from its own thread's heap: allocated next to the
+        // producer's, their counters would share cache lines (as they never do between
+        // processes, or between a switch and its ports).
+        let receiver = NetmapRingReceiver(view, role: .kernel)
+        let c = Buffers(size: size)
         consumerReady.store(1, ordering: .sequentiallyConsistent)
         consume(receiver, c.list, frames: frames, batch: batch)
         consumerDone.store(1, ordering: .sequentiallyConsistent)
