@@ -3,9 +3,9 @@ import Foundation
 import NetBackends
 
 /// `netbe ring-echo` (hidden): the other process of the shared-ring tests and benchmark.
-/// It attaches a sealed memfd laid out by `NetmapRingFormatter` (one TX and one RX ring),
-/// plays the kernel's side of both — drains the TX ring, puts each frame back on the RX
-/// ring, as a switch port looped to itself — and kicks/waits on two eventfds. Exits 0
+/// It attaches a sealed memfd laid out by `NetmapRingFormatter` (N TX and N RX rings),
+/// plays the kernel's side of all — drains TX ring i, puts each frame back on RX ring i,
+/// as a switch port looped to itself — and kicks/waits on two eventfds. Exits 0
 /// after `--frames` frames, 1 when no kick comes for `--idle` seconds.
 struct RingEchoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,59 +30,64 @@ struct RingEchoCommand: ParsableCommand {
     func run() throws {
         let shared = try SharedRingMemory.attach(fd: memfd)
         let layout = try shared.memory.interface(at: 0)
-        guard layout.transmit.count == 1, layout.receive.count == 1 else {
-            throw ValidationError("the memfd must hold one TX and one RX ring")
+        guard !layout.transmit.isEmpty, layout.transmit.count == layout.receive.count else {
+            throw ValidationError("the memfd must hold as many TX as RX rings")
         }
-        let drain = NetmapRingReceiver(layout.transmit[0], role: .kernel)
-        let fill = NetmapRingSender(layout.receive[0], role: .kernel)
+        let drains = layout.transmit.map { NetmapRingReceiver($0, role: .kernel) }
+        let fills = layout.receive.map { NetmapRingSender($0, role: .kernel) }
         let kicked = RingKick(fd: kick), waking = RingKick(fd: wake)
-        let echoed = try RingEcho.run(drain: drain, fill: fill, frames: frames, spin: spin) { () throws(SystemCallError) -> Bool in
+        let echoed = try RingEcho.run(drains: drains, fills: fills, frames: frames, spin: spin) { () throws(SystemCallError) -> Bool in
             try kicked.wait(milliseconds: idle * 1000)
         } published: { () throws(SystemCallError) in
             try waking.signal()
         }
-        let f = drain.faults, g = fill.faults
-        FileHandle.standardError.write(Data("ring-echo: \(echoed) frames, peer faults \(f.invalidIndex + g.invalidIndex) index \(f.invalidSlot + g.invalidSlot) slot\n".utf8))
+        let faults = drains.map(\.faults) + fills.map(\.faults)
+        let index = faults.reduce(0) { $0 + $1.invalidIndex }, slot = faults.reduce(0) { $0 + $1.invalidSlot }
+        FileHandle.standardError.write(Data("ring-echo: \(echoed) frames, peer faults \(index) index \(slot) slot\n".utf8))
         if echoed < frames { throw ExitCode(1) }
     }
 }
 
 /// The echo loop, apart so that its allocation-free path is easy to see.
 enum RingEcho {
-    /// Moves frames from `drain` to `fill` until `frames` went through; `idle` waits for a
-    /// kick (false: timed out, stop), `published` tells the peer.
-    static func run(drain: NetmapRingReceiver, fill: NetmapRingSender, frames: Int, spin: Bool,
+    /// Moves frames from each `drains[i]` to `fills[i]` until `frames` went through; `idle`
+    /// waits for a kick (false: timed out, stop), `published` tells the peer.
+    static func run(drains: [NetmapRingReceiver], fills: [NetmapRingSender], frames: Int, spin: Bool,
                     idle: () throws(SystemCallError) -> Bool,
                     published: () throws(SystemCallError) -> Void) throws(SystemCallError) -> Int {
         let capacity = maximumFrameLength + 64
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-        defer { buffer.deallocate() }
-        var vector = iovec(iov_base: buffer, iov_len: capacity)
-        var held = 0        // length of a frame taken from `drain` that `fill` had no room for
+        let buffers = drains.map { _ in UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64) }
+        defer { for b in buffers { b.deallocate() } }
+        // Per pair: the length of a frame taken from the drain that its fill had no room for.
+        var held = [Int](repeating: 0, count: drains.count)
         var echoed = 0
         var spins = 0
         while echoed < frames {
             var moved = false
-            while echoed < frames {
-                if held == 0 {
-                    let r = withUnsafePointer(to: &vector) { drain.receive(into: UnsafeBufferPointer(start: $0, count: 1)) }
-                    guard case .frame(let n) = r else {
-                        if case .empty = r { break }
-                        continue  // dropped: malformed from the peer; counted by the ring
+            for i in drains.indices {
+                while echoed < frames {
+                    if held[i] == 0 {
+                        var vector = iovec(iov_base: buffers[i], iov_len: capacity)
+                        let r = withUnsafePointer(to: &vector) { drains[i].receive(into: UnsafeBufferPointer(start: $0, count: 1)) }
+                        guard case .frame(let n) = r else {
+                            if case .empty = r { break }
+                            continue  // dropped: malformed from the peer; counted by the ring
+                        }
+                        held[i] = n
+                        moved = true
                     }
-                    held = n
-                    moved = true
+                    var out = iovec(iov_base: buffers[i], iov_len: held[i])
+                    let sent = withUnsafePointer(to: &out) { fills[i].send(UnsafeBufferPointer(start: $0, count: 1)) }
+                    if case .noSpace = sent { break }
+                    held[i] = 0
+                    if case .queued = sent { echoed += 1 }
                 }
-                var out = iovec(iov_base: buffer, iov_len: held)
-                let sent = withUnsafePointer(to: &out) { fill.send(UnsafeBufferPointer(start: $0, count: 1)) }
-                if case .noSpace = sent { break }
-                held = 0
-                if case .queued = sent { echoed += 1 }
             }
-            let gave = fill.publish()
-            let took = drain.release()
-            if gave || took { try published() }
-            if moved || gave || took {
+            var told = false
+            for f in fills where f.publish() { told = true }
+            for d in drains where d.release() { told = true }
+            if told { try published() }
+            if moved || told {
                 spins = 0
                 continue
             }

@@ -45,5 +45,12 @@ public struct RingKick: Sendable {
         }
     }
 
+    /// Resets the counter without waiting (one read); true if a kick was pending.
+    @discardableResult
+    public func consume() -> Bool {
+        var value: UInt64 = 0
+        return Glibc.read(fd, &value, 8) == 8
+    }
+
     public func close() { _ = Glibc.close(fd) }
 }

@@ -8,7 +8,7 @@ import Glibc
 /// rings, the shared memory mapped and every ring wrapped from the user side. Written
 /// against netmap's published headers (see cnb_netmap.h); not run against a netmap
 /// kernel on the machines this was developed on, which have no `/dev/netmap`.
-final class NetmapPort {
+final class NetmapPort: NetmapPortDriver {
     static let devicePath = "/dev/netmap"
     static var deviceExists: Bool { access(devicePath, F_OK) == 0 }
 
@@ -18,6 +18,8 @@ final class NetmapPort {
     let memory: NetmapRingMemory
     let transmit: [NetmapRingSender]
     let receive: [NetmapRingReceiver]
+    private(set) var headerLengths: [Int] = [0]
+    var signalsRoomOnRead: Bool { false }
 
     /// `label` names the port in messages (the spec's name, e.g. `netmap:em0`).
     init(portName: String, label: String) throws(NetBackendError) {
@@ -62,11 +64,29 @@ final class NetmapPort {
             throw error
         }
         self.fd = fd
+        headerLengths = probeHeaderLengths()
+    }
+
+    /// As the seed's netmap_get_cap: a port that takes a 12-byte header carries 0, 10 and
+    /// 12 (VALE ports); one that does not (a NIC), none. Its own length is put back.
+    private func probeHeaderLengths() -> [Int] {
+        guard let previous = try? headerLength() else { return [0] }
+        guard (try? requestHeaderLength(VirtioNetHeader.mergeableLength)) != nil else { return [0] }
+        try? requestHeaderLength(previous)
+        return [0, 10, 12]
     }
 
     func close() {
         munmap(memory.base, memory.size)
         Glibc.close(fd)
+    }
+
+    func rearm() {}
+
+    func acknowledge() {}
+
+    func setHeaderLength(_ length: Int) throws(NetBackendError) {
+        do { try requestHeaderLength(length) } catch { throw .system(error) }
     }
 
     /// The port's virtio-net header length (NETMAP_REQ_PORT_HDR_GET; VALE ports only).
@@ -77,17 +97,17 @@ final class NetmapPort {
     }
 
     /// Sets the port's virtio-net header length, 0, 10 or 12 (NETMAP_REQ_PORT_HDR_SET).
-    func setHeaderLength(_ length: Int) throws(SystemCallError) {
+    func requestHeaderLength(_ length: Int) throws(SystemCallError) {
         var body = cnb_nmreq_port_hdr(nr_hdr_len: UInt32(length), pad1: 0)
         try Self.request(fd, portName, type: cnb_NETMAP_REQ_PORT_HDR_SET, name: "NIOCCTRL PORT_HDR_SET", body: &body)
     }
 
-    func transmitSync() throws(SystemCallError) {
-        try Syscall.ioctl(fd, "NIOCTXSYNC", cnb_NIOCTXSYNC, value: 0, device: portName)
+    func transmitSync() throws(NetBackendError) {
+        do { try Syscall.ioctl(fd, "NIOCTXSYNC", cnb_NIOCTXSYNC, value: 0, device: portName) } catch { throw .system(error) }
     }
 
-    func receiveSync() throws(SystemCallError) {
-        try Syscall.ioctl(fd, "NIOCRXSYNC", cnb_NIOCRXSYNC, value: 0, device: portName)
+    func receiveSync() throws(NetBackendError) {
+        do { try Syscall.ioctl(fd, "NIOCRXSYNC", cnb_NIOCRXSYNC, value: 0, device: portName) } catch { throw .system(error) }
     }
 
     /// One NIOCCTRL request: the header names the port and points at `body`.
