@@ -26,6 +26,8 @@ struct RingEchoCommand: ParsableCommand {
     var idle: Int32 = 30
     @Flag(name: .long, help: "Spin on the rings instead of waiting on the eventfd (benchmark).")
     var spin = false
+    @Flag(name: .long, help: "Count allocations while echoing (needs libMallocInterposerSwift.so in LD_PRELOAD).")
+    var countMallocs = false
 
     func run() throws {
         let shared = try SharedRingMemory.attach(fd: memfd)
@@ -36,14 +38,16 @@ struct RingEchoCommand: ParsableCommand {
         let drains = layout.transmit.map { NetmapRingReceiver($0, role: .kernel) }
         let fills = layout.receive.map { NetmapRingSender($0, role: .kernel) }
         let kicked = RingKick(fd: kick), waking = RingKick(fd: wake)
-        let echoed = try RingEcho.run(drains: drains, fills: fills, frames: frames, spin: spin) { () throws(SystemCallError) -> Bool in
+        let counter = countMallocs ? try MallocCounter() : nil
+        let echoed = try RingEcho.run(drains: drains, fills: fills, frames: frames, spin: spin, started: { counter?.start() }) { () throws(SystemCallError) -> Bool in
             try kicked.wait(milliseconds: idle * 1000)
         } published: { () throws(SystemCallError) in
             try waking.signal()
         }
+        let mallocs = counter.map { " \($0.count()) mallocs," } ?? ""
         let faults = drains.map(\.faults) + fills.map(\.faults)
         let index = faults.reduce(0) { $0 + $1.invalidIndex }, slot = faults.reduce(0) { $0 + $1.invalidSlot }
-        FileHandle.standardError.write(Data("ring-echo: \(echoed) frames, peer faults \(index) index \(slot) slot\n".utf8))
+        FileHandle.standardError.write(Data("ring-echo: \(echoed) frames,\(mallocs) peer faults \(index) index \(slot) slot\n".utf8))
         if echoed < frames { throw ExitCode(1) }
     }
 }
@@ -53,6 +57,7 @@ enum RingEcho {
     /// Moves frames from each `drains[i]` to `fills[i]` until `frames` went through; `idle`
     /// waits for a kick (false: timed out, stop), `published` tells the peer.
     static func run(drains: [NetmapRingReceiver], fills: [NetmapRingSender], frames: Int, spin: Bool,
+                    started: () -> Void,
                     idle: () throws(SystemCallError) -> Bool,
                     published: () throws(SystemCallError) -> Void) throws(SystemCallError) -> Int {
         let capacity = maximumFrameLength + 64
@@ -62,6 +67,7 @@ enum RingEcho {
         var held = [Int](repeating: 0, count: drains.count)
         var echoed = 0
         var spins = 0
+        started()
         while echoed < frames {
             var moved = false
             for i in drains.indices {
@@ -99,5 +105,40 @@ enum RingEcho {
             spins = 0
         }
         return echoed
+    }
+}
+
+/// malloc-interposer's counters, found with dlsym when its library is preloaded: lets a
+/// test see that echoing frames allocates nothing (the ring module's hot path).
+struct MallocCounter {
+    private typealias Call = @convention(c) () -> Void
+    private typealias Stats = @convention(c) (UnsafeMutablePointer<Int64>?, UnsafeMutablePointer<Int64>?, UnsafeMutablePointer<Int64>?,
+                                             UnsafeMutablePointer<Int64>?, UnsafeMutablePointer<Int64>?, UnsafeMutablePointer<Int64>?) -> Void
+    private let reset: Call
+    private let enable: Call
+    private let stats: Stats
+
+    init() throws {
+        func find<T>(_ name: String, _: T.Type) throws -> T {
+            guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else {
+                throw ValidationError("--count-mallocs: \(name) not found (preload libMallocInterposerSwift.so)")
+            }
+            return unsafeBitCast(p, to: T.self)
+        }
+        reset = try find("malloc_interposer_reset", Call.self)
+        enable = try find("malloc_interposer_enable", Call.self)
+        stats = try find("malloc_interposer_get_stats", Stats.self)
+    }
+
+    func start() {
+        reset()
+        enable()
+    }
+
+    func count() -> Int64 {
+        // Locals, not an array: reading the count must not allocate itself.
+        var mallocs: Int64 = 0, a: Int64 = 0, b: Int64 = 0, c: Int64 = 0, d: Int64 = 0, e: Int64 = 0
+        stats(&mallocs, &a, &b, &c, &d, &e)
+        return mallocs
     }
 }
