@@ -9,7 +9,7 @@ struct Netbe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netbe",
         abstract: "Network backends for virtual machines: join taps, sockets and user-mode NAT.",
-        subcommands: [ConnectCommand.self, BackendsCommand.self, ProbeCommand.self, SlirpHelperCommand.self]
+        subcommands: [ConnectCommand.self, BackendsCommand.self, ProbeCommand.self, SlirpHelperCommand.self, RingEchoCommand.self]
     )
 
     /// Exit statuses per CONTRACT.md: 2 for any usage or spec error, with one stderr line.

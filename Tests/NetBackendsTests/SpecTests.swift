@@ -283,7 +283,7 @@ import Testing
         let kinds = Set(list.compactMap { $0["kind"] as? String })
         #expect(kinds.isSuperset(of: ["tap", "netmap", "vale"]))
         let netmap = try #require(list.first { $0["kind"] as? String == "netmap" })
-        #expect((netmap["availability"] as? String)?.hasPrefix("unavailable") == true)
+        #expect((netmap["availability"] as? String)?.hasPrefix("untested here") == true)  // issue 9: netmap is written, not run here
     }
 
     // MARK: good specs on the command line and through the registry

@@ -5,6 +5,7 @@
 #define CNETBACKENDS_H
 
 #include <stdint.h>
+#include "cnb_netmap.h"
 
 #ifdef __linux__
 // Not part of Swift's Glibc module.

@@ -10,21 +10,17 @@ extension BackendRegistry {
 /// The kinds `BackendRegistry.shared` starts with, in bhyve's prefix order.
 enum BuiltinBackends {
     static var kinds: [BackendKind] {
-        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, netmap, vale]
+        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, NetmapBackend.kind, vale]
     }
-
-    /// Named so that bhyve specs are recognised and answered with exit 3, not "unknown".
-    static let netmap = BackendKind(
-        name: "netmap", prefixes: ["netmap:"],
-        summary: "netmap port on a NIC (netmap:IF)",
-        availability: { .unavailable(access("/dev/netmap", F_OK) == 0 ? "not implemented yet" : "no /dev/netmap (the netmap kernel module is not loaded)") },
-        open: { (spec, _) throws(NetBackendError) in throw .unavailable("\(spec.name): the netmap backend is not available on this host") }
-    )
 
     static let vale = BackendKind(
         name: "vale", prefixes: ["vale"],
         summary: "port of a VALE-style switch hosted by `netbe switch` (valeX:PORT)",
-        availability: { .unavailable("not implemented yet") },
-        open: { (spec, _) throws(NetBackendError) in throw .unavailable("\(spec.name): the vale backend is not implemented yet") }
+        // With netmap's kernel module loaded, a VALE port of the kernel's switch (untested here).
+        availability: { NetmapPort.deviceExists ? .untested("kernel VALE through /dev/netmap, never run against a netmap kernel") : .unavailable("not implemented yet") },
+        open: { (spec, loop) throws(NetBackendError) in
+            guard NetmapPort.deviceExists else { throw .unavailable("\(spec.name): the vale backend is not implemented yet") }
+            return try NetmapBackend(spec: spec, eventLoop: loop)
+        }
     )
 }
