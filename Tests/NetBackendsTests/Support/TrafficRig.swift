@@ -25,6 +25,9 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         "stream": [TrafficCase(name: "stream", kind: "stream")],
         "dgram": [TrafficCase(name: "dgram", kind: "dgram")],
         "slirp": [TrafficCase(name: "slirp-helper", kind: "slirp"), TrafficCase(name: "slirp-inprocess", kind: "slirp")],
+        // Without /dev/netmap the kind's kernel path cannot open; its frame logic runs
+        // over shared rings instead (NetmapTrafficRig).
+        "netmap": [TrafficCase(name: "netmap-shared", kind: "netmap")],
     ]
 
     /// Every kind `BackendRegistry.shared` can open here, each way it can run, plus the
@@ -50,6 +53,7 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         case "slirp-helper": return try SlirpTrafficRig(loop: loop, helper: true)
         case "slirp-inprocess": return try SlirpTrafficRig(loop: loop, helper: false)
         case "seqpacket": return try SeqpacketTrafficRig(loop: loop)
+        case "netmap-shared": return try NetmapTrafficRig(loop: loop)
         default: throw TestFailure("no recipe named \(name)")
         }
     }

@@ -137,22 +137,22 @@ public final class NetmapBackend: NetBackend, @unchecked Sendable {
         }
     }
 
-    public override func enableReceive() {
-        receiveOn.store(true, ordering: .releasing)
-        source?.enable(.read)
-        driver.rearm()
-    }
-
-    /// No receive callback after this returns (the handler checks `receiveOn` and
-    /// `disable` waits for a running one).
-    public override func disableReceive() {
-        receiveOn.store(false, ordering: .releasing)
-        source?.disable(.read)
-        if driver.signalsRoomOnRead {
-            // A send may be waiting for a kick on the same descriptor.
-            eventLoop.execute { [weak self] in self?.updateReadInterest() }
+    /// Receive switched on or off (the handler gate already allows or stops the calls;
+    /// always on the loop thread). Off still keeps read interest while a send waits for a
+    /// kick that means "TX room is back".
+    public override func watchReceive(_ on: Bool) {
+        receiveOn.store(on, ordering: .releasing)
+        if on {
+            source?.enable(.read)
+            driver.rearm()
+        } else {
+            updateReadInterest()
         }
     }
+
+    /// Frames already visible in an RX ring need no new kick: a handler that stopped
+    /// mid-batch is called again for them.
+    public override var hasBufferedFrames: Bool { driver.receive.contains { $0.filledSlots > 0 } }
 
     // MARK: send
 
