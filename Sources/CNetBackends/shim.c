@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 const unsigned long cnb_TUNSETIFF = TUNSETIFF;
@@ -56,6 +57,22 @@ int cnb_get_parent_death_signal(void) {
     int sig = 0;
     if (prctl(PR_GET_PDEATHSIG, (unsigned long)&sig, 0UL, 0UL, 0UL) < 0) return -1;
     return sig;
+}
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+int cnb_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+int cnb_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+int cnb_pidfd_wait(int pidfd, int nohang, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int r;
+    do { r = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0)); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+    return 1;
 }
 
 _Static_assert(sizeof(struct cnb_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr size");

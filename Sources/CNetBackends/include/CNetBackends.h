@@ -59,6 +59,15 @@ extern const int cnb_SOCK_NONBLOCK;
 int cnb_set_parent_death_signal(int sig);
 int cnb_get_parent_death_signal(void);
 
+// pidfds (pidfd_open(2), pidfd_send_signal(2), waitid(2) with P_PIDFD): a child process
+// named by a descriptor that cannot come to mean another process once the pid is reused.
+// Glibc 2.36 has no wrappers; these are raw syscalls.
+int cnb_pidfd_open(int pid);
+int cnb_pidfd_send_signal(int pidfd, int sig);
+// Reaps the child behind `pidfd`: 1 and a waitpid(2)-style status when it had exited,
+// 0 while it runs (only with nohang), -1 with errno set (ECHILD: reaped already).
+int cnb_pidfd_wait(int pidfd, int nohang, int *status);
+
 // sendmmsg(2)/recvmmsg(2) and struct mmsghdr are GNU extensions that Swift's Glibc module
 // does not export (it is built without _GNU_SOURCE). Same layout as the kernel's
 // include/linux/socket.h struct mmsghdr; shim.c pins it with _Static_assert.
