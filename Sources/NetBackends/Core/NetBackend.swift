@@ -19,6 +19,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case noPeer
     /// Shorter than an Ethernet header, or cut short by the transport.
     case truncated
+    /// An overlay frame for another network (a VXLAN header with another VNI).
+    case wrongVNI
 
     public var description: String {
         switch self {
@@ -28,6 +30,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .offloadUnsupported: return "offload_unsupported"
         case .noPeer: return "no_peer"
         case .truncated: return "truncated"
+        case .wrongVNI: return "wrong_vni"
         }
     }
 }

@@ -1,0 +1,331 @@
+import CNetBackends
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ethernet frames in VXLAN (RFC 7348) over one UDP socket, so that the kernel routes the
+/// outer packets: this side is a VTEP that the Linux vxlan device, Open vSwitch or a
+/// hardware VTEP with the same VNI talk to. Several `remote=` get head-end replication and
+/// learned unicast (VxlanForwardingTable); a multicast `remote=` is joined.
+///
+/// It offers no offloads: the relay cuts TSO frames into wire-sized segments before they
+/// get here, since every VXLAN datagram must fit the underlay. The guest's MTU should be
+/// the underlay path's less 50 bytes (70 with IPv6 outside); netbe logs that figure. A
+/// larger frame still goes, fragmented by the kernel (DF is not set, as Linux vxlan's
+/// default `df unset`).
+public final class VxlanBackend: NetBackend, @unchecked Sendable {
+    public static let kind = BackendKind(
+        name: "vxlan", prefixes: ["vxlan"],
+        summary: "Ethernet in VXLAN over UDP (RFC 7348): Linux vxlan, Open vSwitch, hardware VTEPs",
+        open: { (spec, loop) throws(NetBackendError) in try VxlanBackend(spec: spec, eventLoop: loop) }
+    )
+
+    let config: VxlanConfiguration
+    var table: VxlanForwardingTable
+    var log: Logger { logger }
+    var fd: Int32 = -1
+    var source: EventSource?
+    private var receiveEnabled = false
+    private var senderWaiting = false
+    /// The port frames are sent to on a learned peer: the first remote's.
+    private let peerPort: UInt16
+
+    // Preallocated: the outgoing header, the iovec arrays that put it before the frame,
+    // the incoming header, the sender's address, and a scratch for a split MAC.
+    private let sendHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
+    private let receiveHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
+    private let sendVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
+    private let receiveVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
+    private let sender = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    private let peerStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    private let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 12)
+    static let vectorCapacity = 129
+
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
+        config = try VxlanConfiguration(spec)
+        table = VxlanForwardingTable(remotes: config.remotes, ageingSeconds: config.ageingSeconds)
+        peerPort = config.remotes[0].port
+        VxlanHeader.write(vni: config.vni, to: sendHeader)
+        sendVector[0] = iovec(iov_base: UnsafeMutableRawPointer(sendHeader), iov_len: VxlanHeader.length)
+        receiveVector[0] = iovec(iov_base: UnsafeMutableRawPointer(receiveHeader), iov_len: VxlanHeader.length)
+        super.init(spec: spec, kind: "vxlan", name: "vni \(config.vni)", eventLoop: eventLoop)
+        do throws(NetBackendError) {
+            try openSocket()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+        sendHeader.deallocate()
+        receiveHeader.deallocate()
+        sendVector.deallocate()
+        receiveVector.deallocate()
+        sender.deallocate()
+        peerStorage.deallocate()
+        macScratch.deallocate()
+    }
+
+    private func openSocket() throws(NetBackendError) {
+        let device = "vxlan vni \(config.vni) at \(config.local)"
+        let groups = config.remotes.filter(\.isMulticast)
+        do throws(SystemCallError) {
+            fd = try SocketCall.make(family: config.family, type: SocketCall.datagram, device: device)
+            // A socket bound to a unicast address never gets datagrams sent to a group:
+            // with a group among the remotes, bind the wildcard address on local's port
+            // and use local's address as the interface for the group.
+            var bindTo = config.local
+            if !groups.isEmpty {
+                bindTo = (config.family == AF_INET6 ? ResolvedSocketAddress.wildcard6 : ResolvedSocketAddress.wildcard4).withPort(config.local.port)
+            }
+            try SocketCall.bind(fd, bindTo, device: device)
+            // Fragment rather than fail when a frame exceeds the path (Linux vxlan `df unset`).
+            if config.family == AF_INET {
+                try SocketCall.setInt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, IP_PMTUDISC_DONT, call: "IP_MTU_DISCOVER", device: device)
+            }
+            _ = try SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: device)
+            _ = try SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: device)
+            for g in groups { try join(g, device: device) }
+        } catch {
+            throw .system(error)
+        }
+        do {
+            source = try eventLoop.watch(fd: fd, name: "vxlan \(config.vni)") { [unowned self] ready in
+                if ready.contains(.write) {
+                    self.source?.disable(.write)
+                    if self.senderWaiting { self.senderWaiting = false; self.notifyWritable() }
+                }
+                if ready.contains(.read) { self.notifyReceive() }
+            }
+        } catch {
+            throw .system(error)
+        }
+        let overhead = config.family == AF_INET6 ? VxlanHeader.overheadIPv6 : VxlanHeader.overheadIPv4
+        let path = pathMTU(config.remotes[0])
+        log.info("\(name): bound at \(config.local), remotes \(config.remoteText.joined(separator: ", ")); underlay path MTU \(path.map(String.init) ?? "unknown"), so the inner MTU should be \(path.map { String($0 - overhead) } ?? "\(overhead) bytes less")")
+    }
+
+    /// Joins a group on local's interface (its address for IPv4; any interface for IPv6),
+    /// sends to groups through it, and does not hear its own (ip(7), ipv6(7)).
+    private func join(_ group: ResolvedSocketAddress, device: String) throws(SystemCallError) {
+        if config.family == AF_INET {
+            let local = config.local.withUnsafeIPv4
+            let g = group.withUnsafeIPv4
+            var request = ip_mreq(imr_multiaddr: g, imr_interface: local)
+            try Syscall.check("setsockopt IP_ADD_MEMBERSHIP", device: device) {
+                setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &request, socklen_t(MemoryLayout<ip_mreq>.size))
+            }
+            var interface = local
+            try Syscall.check("setsockopt IP_MULTICAST_IF", device: device) {
+                setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &interface, socklen_t(MemoryLayout<in_addr>.size))
+            }
+            try SocketCall.setInt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, 0, call: "IP_MULTICAST_LOOP", device: device)
+        } else {
+            var request = ipv6_mreq()
+            request.ipv6mr_multiaddr = group.withUnsafeIPv6
+            try Syscall.check("setsockopt IPV6_JOIN_GROUP", device: device) {
+                setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_JOIN_GROUP, &request, socklen_t(MemoryLayout<ipv6_mreq>.size))
+            }
+            try SocketCall.setInt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_LOOP, 0, call: "IPV6_MULTICAST_LOOP", device: device)
+        }
+        log.info("\(name): joined multicast group \(group)")
+    }
+
+    /// The kernel's path MTU towards `remote` (IP_MTU on a connected probe socket), or nil.
+    private func pathMTU(_ remote: ResolvedSocketAddress) -> Int? {
+        guard !remote.isMulticast else { return nil }
+        let probe = socket(config.family, cnb_SOCK_DGRAM | cnb_SOCK_CLOEXEC, 0)
+        guard probe >= 0 else { return nil }
+        defer { Glibc.close(probe) }
+        guard remote.withSockaddr({ Glibc.connect(probe, $0, $1) }) == 0 else { return nil }
+        let (level, option) = config.family == AF_INET6 ? (Int32(IPPROTO_IPV6), IPV6_MTU) : (Int32(IPPROTO_IP), IP_MTU)
+        return (try? SocketCall.getInt(probe, level, option, call: "IP_MTU", device: "vxlan")).map(Int.init)
+    }
+
+    public override var isLinkUp: Bool { fd >= 0 }
+
+    public override func enableReceive() {
+        receiveEnabled = true
+        source?.enable(.read)
+    }
+
+    public override func disableReceive() {
+        receiveEnabled = false
+        source?.disable(.read)
+    }
+
+    // MARK: receive
+
+    /// One datagram: the VXLAN header into our own 8 bytes, the inner frame straight into
+    /// `buffers`. A bad header (I flag clear, or too short) is `malformed`, another VNI
+    /// `wrong_vni`; both are consumed and dropped. The inner source MAC is learned.
+    public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        let parts = min(buffers.count, Self.vectorCapacity - 1)
+        for i in 0..<parts { receiveVector[i + 1] = buffers[i] }
+        var message = msghdr()
+        message.msg_iov = receiveVector
+        message.msg_iovlen = parts + 1
+        message.msg_name = sender
+        message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result: IOResult
+        do { result = try SocketCall.recvmsg(fd, &message, device: name) } catch {
+            // An ICMP error for an earlier send (a remote not listening): not fatal.
+            if error.errno == ECONNREFUSED || error.errno == EHOSTUNREACH || error.errno == ENETUNREACH {
+                return .dropped(length: 0, reason: .noPeer)
+            }
+            throw .system(error)
+        }
+        guard case .processed(let n) = result else { return .empty }
+        let inner = n - VxlanHeader.length
+        if n < VxlanHeader.length {
+            statistics.countDrop(.malformed)
+            return .dropped(length: 0, reason: .malformed)
+        }
+        switch VxlanHeader.check(receiveHeader, vni: config.vni) {
+        case .badHeader:
+            statistics.countDrop(.malformed)
+            return .dropped(length: inner, reason: .malformed)
+        case .otherVNI:
+            statistics.countDrop(.wrongVNI)
+            return .dropped(length: inner, reason: .wrongVNI)
+        case .ours: break
+        }
+        if message.msg_flags & cnb_MSG_TRUNC != 0 || inner < 14 {
+            statistics.countDrop(.truncated)
+            return .dropped(length: max(inner, 0), reason: .truncated)
+        }
+        if config.learning, let mac = sourceMAC(buffers) {
+            let from = ResolvedSocketAddress(copying: sender, length: message.msg_namelen)
+            table.learn(mac, from: from, port: peerPort, now: VxlanForwardingTable.now())
+        }
+        return .frame(length: inner)
+    }
+
+    private func sourceMAC(_ buffers: UnsafeBufferPointer<iovec>) -> UInt64? {
+        guard let first = buffers.first, let base = first.iov_base else { return nil }
+        if first.iov_len >= 12 { return VxlanForwardingTable.mac(base.assumingMemoryBound(to: UInt8.self) + 6) }
+        guard gather(12, from: buffers) else { return nil }
+        return VxlanForwardingTable.mac(macScratch + 6)
+    }
+
+    /// Copies the first `count` bytes of an iovec list into `macScratch`.
+    private func gather(_ count: Int, from buffers: UnsafeBufferPointer<iovec>) -> Bool {
+        var done = 0
+        for v in buffers where done < count {
+            guard let base = v.iov_base else { continue }
+            let take = min(count - done, v.iov_len)
+            (macScratch + done).update(from: base.assumingMemoryBound(to: UInt8.self), count: take)
+            done += take
+        }
+        return done == count
+    }
+
+    // MARK: send
+
+    /// One frame as one datagram to the remote its destination MAC was learned from, or to
+    /// every peer (head-end replication). A full socket on the first copy is `.wouldBlock`;
+    /// a later copy that does not fit is counted `no_space` (the frame already left once).
+    public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        let parts = frame.count
+        guard parts < Self.vectorCapacity else {
+            statistics.countDrop(.malformed)
+            return .dropped(.malformed)
+        }
+        var length = 0
+        for i in 0..<parts {
+            sendVector[i + 1] = frame[i]
+            length += frame[i].iov_len
+        }
+        guard length >= 14 else {
+            statistics.countDrop(.truncated)
+            return .dropped(.truncated)
+        }
+        let destination: UInt64
+        if let base = frame[0].iov_base, frame[0].iov_len >= 6 {
+            destination = VxlanForwardingTable.mac(base.assumingMemoryBound(to: UInt8.self))
+        } else {
+            guard gather(6, from: frame) else { return .dropped(.truncated) }
+            destination = VxlanForwardingTable.mac(macScratch)
+        }
+        if let peer = table.lookup(destination, now: VxlanForwardingTable.now()) {
+            return try transmit(to: peer, parts: parts, length: length, first: true)
+        }
+        var result = SendResult.dropped(.noPeer)
+        for peer in 0..<table.configured {
+            let r = try transmit(to: peer, parts: parts, length: length, first: peer == 0)
+            if peer == 0 { result = r; if r == .wouldBlock { return r } }
+        }
+        return result
+    }
+
+    private func transmit(to peer: Int, parts: Int, length: Int, first: Bool) throws(NetBackendError) -> SendResult {
+        let address = table.peers[peer]
+        address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
+        var message = msghdr()
+        message.msg_iov = sendVector
+        message.msg_iovlen = parts + 1
+        message.msg_name = peerStorage
+        message.msg_namelen = address.length
+        let result: IOResult
+        do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
+            switch error.errno {
+            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
+                statistics.countDrop(.noPeer)
+                return .dropped(.noPeer)
+            case EMSGSIZE:
+                statistics.countDrop(.malformed)
+                return .dropped(.malformed)
+            default:
+                throw .system(error)
+            }
+        }
+        switch result {
+        case .wouldBlock:
+            if first {
+                senderWaiting = true
+                source?.enable(.write)
+                return .wouldBlock
+            }
+            statistics.countDrop(.noSpace)
+            return .dropped(.noSpace)
+        case .processed:
+            if first {
+                statistics.frames &+= 1
+                statistics.bytes &+= UInt64(length)
+            }
+            return .sent(length)
+        }
+    }
+
+    public override func close() {
+        super.close()
+        source?.cancel()
+        source = nil
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
+    }
+}
+
+extension ResolvedSocketAddress {
+    static var wildcard4: ResolvedSocketAddress {
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        return withUnsafeBytes(of: &sa) { ResolvedSocketAddress(copying: $0.baseAddress!, length: socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+
+    static var wildcard6: ResolvedSocketAddress {
+        var sa = sockaddr_in6()
+        sa.sin6_family = sa_family_t(AF_INET6)
+        return withUnsafeBytes(of: &sa) { ResolvedSocketAddress(copying: $0.baseAddress!, length: socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+    }
+
+    var withUnsafeIPv4: in_addr {
+        withUnsafeBytes(of: storage) { $0.load(fromByteOffset: 4, as: in_addr.self) }
+    }
+
+    var withUnsafeIPv6: in6_addr {
+        withUnsafeBytes(of: storage) { $0.loadUnaligned(fromByteOffset: 8, as: in6_addr.self) }
+    }
+}

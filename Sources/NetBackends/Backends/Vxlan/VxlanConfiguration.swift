@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off]`.
+/// Every address of one backend is IPv4 or every one IPv6 (one UDP socket). `local`
+/// defaults to the wildcard address on port 4789; a multicast `remote=` (224.0.0.0/4,
+/// ff00::/8) is joined.
+struct VxlanConfiguration {
+    let vni: Int
+    let remotes: [ResolvedSocketAddress]
+    let remoteText: [String]
+    let local: ResolvedSocketAddress
+    let family: Int32
+    /// Seconds a learned MAC stays bound to its remote (the kernel's default is 300).
+    let ageingSeconds: Int
+    let learning: Bool
+
+    init(_ spec: BackendSpec) throws(NetBackendError) {
+        let r = SpecReader(spec, repeatable: ["remote"])
+        func bad(_ why: String) -> NetBackendError { .badSpec("bad spec '\(spec.text)': \(why)") }
+        guard let vniText = try r.string("vni") else { throw bad("give vni=N (0 to \(VxlanHeader.maximumVNI))") }
+        guard let v = Int(vniText), (0...VxlanHeader.maximumVNI).contains(v) else {
+            throw bad("vni=\(vniText): expected a whole number from 0 to \(VxlanHeader.maximumVNI) (24 bits)")
+        }
+        vni = v
+        let remoteValues = r.strings("remote")
+        guard !remoteValues.isEmpty else { throw bad("give at least one remote=udp:HOST:PORT") }
+        var resolved: [ResolvedSocketAddress] = []
+        for text in remoteValues {
+            guard case .udp = try NetSocketAddress(parsing: text) else { throw bad("remote=\(text): expected udp:HOST:PORT") }
+            let a = try NetSocketAddress(parsing: text).resolve()
+            if let f = resolved.first, f.family != a.family { throw bad("remote=\(text): mixes IPv4 and IPv6 outer addresses") }
+            resolved.append(a)
+        }
+        remotes = resolved
+        remoteText = remoteValues
+        family = resolved[0].family
+        let localText = try r.string("local") ?? (family == AF_INET6 ? "udp:[::]:\(VxlanHeader.defaultPort)" : "udp:0.0.0.0:\(VxlanHeader.defaultPort)")
+        guard case .udp = try NetSocketAddress(parsing: localText) else { throw bad("local=\(localText): expected udp:ADDR:PORT") }
+        local = try NetSocketAddress(parsing: localText).resolve()
+        if local.family != family { throw bad("local=\(localText): the remotes are IPv\(family == AF_INET6 ? 6 : 4)") }
+        ageingSeconds = try r.int("ageing", in: 1...86400) ?? 300
+        learning = try r.bool("learning", default: true)
+        try r.finish(kind: "vxlan")
+    }
+}
+
+extension ResolvedSocketAddress {
+    /// Same family and IP address, whatever the port.
+    func sameHost(_ other: ResolvedSocketAddress) -> Bool {
+        guard family == other.family else { return false }
+        return withUnsafeBytes(of: storage) { a in
+            withUnsafeBytes(of: other.storage) { b in
+                family == AF_INET6
+                    ? memcmp(a.baseAddress! + 8, b.baseAddress! + 8, 16) == 0   // sin6_addr
+                    : memcmp(a.baseAddress! + 4, b.baseAddress! + 4, 4) == 0    // sin_addr
+            }
+        }
+    }
+
+    var port: UInt16 {
+        withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
+    }
+
+    /// This address with another port (sin_port and sin6_port are both at offset 2).
+    func withPort(_ port: UInt16) -> ResolvedSocketAddress {
+        var copy = self
+        withUnsafeMutableBytes(of: &copy.storage) { $0.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self) }
+        return copy
+    }
+
+    var isMulticast: Bool {
+        withUnsafeBytes(of: storage) { b in
+            family == AF_INET6 ? b[8] == 0xFF : (b[4] & 0xF0) == 0xE0
+        }
+    }
+}
