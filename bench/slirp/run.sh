@@ -111,7 +111,7 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
     echo "$1: no connectivity" >&2; exit 1
 }
 stop() {
-    kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null || true
+    if [ -n "$relay" ]; then kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null || true; fi
     relay=
     if [ -n "$pserver" ]; then
         [ -n "$passt" ] && { kill -9 "$passt" 2>/dev/null; wait "$passt" 2>/dev/null || true; }
@@ -130,6 +130,8 @@ measure() {   # $1 = extra iperf3 flag (-R for host -> namespace); prints Gbit/s
 configs=(netbe-helper netbe-inproc)
 [ -n "$alt" ] && configs+=("$altlabel-helper" "$altlabel-inproc")
 configs+=(passt netbe-passt pasta slirp4netns)
+# CONFIGS="a b" runs only those (the table's ratios need slirp4netns and pasta among them).
+[ -n "${CONFIGS:-}" ] && read -r -a configs <<<"$CONFIGS"
 for r in $(seq "$rounds"); do
     for c in "${configs[@]}"; do
         start "$c"

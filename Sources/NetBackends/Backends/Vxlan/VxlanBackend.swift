@@ -40,6 +40,9 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     private let sender = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
     private let peerStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
     private let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 12)
+    /// UDP GSO (`gso=on`, the default); nil when off or once the kernel refused it.
+    private var batch: VxlanSendBatch?
+    private let batchVector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
     static let vectorCapacity = 129
 
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
@@ -67,6 +70,7 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         sender.deallocate()
         peerStorage.deallocate()
         macScratch.deallocate()
+        batchVector.deallocate()
     }
 
     private func openSocket() throws(NetBackendError) {
@@ -96,7 +100,7 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             source = try eventLoop.watch(fd: fd, name: "vxlan \(config.vni)") { [unowned self] ready in
                 if ready.contains(.write) {
                     self.source?.disable(.write)
-                    if self.senderWaiting { self.senderWaiting = false; self.notifyWritable() }
+                    self.writable()
                 }
                 if ready.contains(.read) { self.notifyReceive() }
             }
@@ -105,6 +109,10 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         }
         let overhead = config.family == AF_INET6 ? VxlanHeader.overheadIPv6 : VxlanHeader.overheadIPv4
         let path = pathMTU(config.remotes[0])
+        if config.gso {
+            let outerHeaders = (config.family == AF_INET6 ? 40 : 20) + 8
+            batch = VxlanSendBatch(largestSegment: (path ?? 1500) - outerHeaders)
+        }
         log.info("\(name): bound at \(config.local), remotes \(config.remoteText.joined(separator: ", ")); underlay path MTU \(path.map(String.init) ?? "unknown"), so the inner MTU should be \(path.map { String($0 - overhead) } ?? "\(overhead) bytes less")")
     }
 
@@ -250,7 +258,30 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             guard gather(6, from: frame) else { return .dropped(.truncated) }
             destination = VxlanForwardingTable.mac(macScratch)
         }
-        if let peer = table.lookup(destination, now: VxlanForwardingTable.now()) {
+        let known = table.lookup(destination, now: VxlanForwardingTable.now())
+        if let b = batch {
+            // One peer to send to (learned, or the only remote): gather for UDP GSO.
+            if let peer = known ?? (table.configured == 1 ? 0 : nil) {
+                let datagram = length + VxlanHeader.length
+                if !b.accepts(datagram, peer: peer) && !b.isEmpty {
+                    try flushBatch()
+                    if !b.isEmpty { senderWaiting = true; return .wouldBlock }
+                }
+                if b.accepts(datagram, peer: peer) {
+                    b.append(header: sendHeader, frame: frame, length: datagram, peer: peer)
+                    statistics.frames &+= 1
+                    statistics.bytes &+= UInt64(length)
+                    if b.count == VxlanSendBatch.maximumSegments { try flushBatch() }
+                    return .sent(length)
+                }
+                // Larger than one segment may be: alone, fragmented by the kernel.
+            } else if !b.isEmpty {
+                // Flooding: what was gathered leaves first, frames keep their order.
+                try flushBatch()
+                if !b.isEmpty { senderWaiting = true; return .wouldBlock }
+            }
+        }
+        if let peer = known {
             return try transmit(to: peer, parts: parts, length: length, first: true)
         }
         var result = SendResult.dropped(.noPeer)
@@ -297,6 +328,71 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
                 statistics.bytes &+= UInt64(length)
             }
             return .sent(length)
+        }
+    }
+
+    /// The relay's end of batch: what was gathered leaves now.
+    public override func flush() throws(NetBackendError) {
+        if let b = batch, !b.isEmpty { try flushBatch() }
+    }
+
+    private func writable() {
+        if let b = batch, !b.isEmpty {
+            do throws(NetBackendError) { try flushBatch() } catch { eventLoop.stop(throwing: error); return }
+            if !b.isEmpty { return }
+        }
+        if senderWaiting { senderWaiting = false; notifyWritable() }
+    }
+
+    /// Sends the gathered datagrams in one sendmsg with UDP_SEGMENT. A full socket keeps
+    /// them and arms writable. If the kernel refuses GSO (EINVAL, EIO: an old kernel, a
+    /// path smaller than thought), they go one by one and GSO stays off.
+    private func flushBatch() throws(NetBackendError) {
+        guard let b = batch, !b.isEmpty else { return }
+        let address = table.peers[b.peer]
+        address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
+        batchVector.pointee = iovec(iov_base: b.buffer, iov_len: b.used)
+        var message = msghdr()
+        message.msg_iov = batchVector
+        message.msg_iovlen = 1
+        message.msg_name = peerStorage
+        message.msg_namelen = address.length
+        b.setControl(&message)
+        let result: IOResult
+        do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
+            switch error.errno {
+            case EINVAL, EIO, EMSGSIZE, ENOPROTOOPT, EOPNOTSUPP:
+                log.warning("\(name): UDP GSO refused (\(error)); sending one datagram per frame from now on")
+                sendOneByOne(b, address: address)
+                b.reset()
+                batch = nil
+                return
+            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
+                for _ in 0..<b.count { statistics.countDrop(.noPeer) }
+                b.reset()
+                return
+            default:
+                throw .system(error)
+            }
+        }
+        switch result {
+        case .processed: b.reset()
+        case .wouldBlock: source?.enable(.write)
+        }
+    }
+
+    private func sendOneByOne(_ b: VxlanSendBatch, address: ResolvedSocketAddress) {
+        var offset = 0
+        while offset < b.used {
+            let size = min(b.segmentSize, b.used - offset)
+            batchVector.pointee = iovec(iov_base: b.buffer + offset, iov_len: size)
+            var message = msghdr()
+            message.msg_iov = batchVector
+            message.msg_iovlen = 1
+            message.msg_name = peerStorage
+            message.msg_namelen = address.length
+            if (try? SocketCall.sendmsg(fd, &message, device: name)) != .processed(size) { statistics.countDrop(.noSpace) }
+            offset += size
         }
     }
 

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off]`.
+/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off]`.
 /// Every address of one backend is IPv4 or every one IPv6 (one UDP socket). `local`
 /// defaults to the wildcard address on port 4789; a multicast `remote=` (224.0.0.0/4,
 /// ff00::/8) is joined.
@@ -15,6 +15,8 @@ struct VxlanConfiguration {
     /// Seconds a learned MAC stays bound to its remote (the kernel's default is 300).
     let ageingSeconds: Int
     let learning: Bool
+    /// Gather consecutive datagrams to one peer and send them with UDP_SEGMENT.
+    let gso: Bool
 
     init(_ spec: BackendSpec) throws(NetBackendError) {
         let r = SpecReader(spec, repeatable: ["remote"])
@@ -42,6 +44,7 @@ struct VxlanConfiguration {
         if local.family != family { throw bad("local=\(localText): the remotes are IPv\(family == AF_INET6 ? 6 : 4)") }
         ageingSeconds = try r.int("ageing", in: 1...86400) ?? 300
         learning = try r.bool("learning", default: true)
+        gso = try r.bool("gso", default: true)
         try r.finish(kind: "vxlan")
     }
 }
