@@ -37,6 +37,9 @@ import Testing
             // unfinished. With checksum offload off on B's veth the kernel completes it.
             try requireTool("ethtool", package: "ethtool")
             try kernel.run("ethtool", "-K", "b0", "tx", "off")
+            // GRO on netbe's veth, as on a NIC: datagrams of a flow then reach netbe's
+            // socket joined (UDP GRO), the path `gro=on` reads.
+            try underlay.run("ethtool", "-K", "u0", "gro", "on")
         }
 
         func addAddress(_ ns: TestNamespace, _ dev: String, _ address: String) throws {
@@ -94,13 +97,13 @@ import Testing
         return try #require(counters.first { ($0["from"] as? String)?.hasPrefix("vni ") == true }, "\(p.stdout)")
     }
 
-    /// With UDP GSO (the default) over IPv4 and IPv6 outside, and without it.
-    @Test(arguments: [(Outer.ipv4, "on"), (Outer.ipv6, "on"), (Outer.ipv4, "off")])
-    func pingAndTCPBothWaysWithTheKernelsVxlan(_ outer: Outer, gso: String) throws {
+    /// With UDP GSO and GRO (the defaults) over IPv4 and IPv6 outside, and without them.
+    @Test(arguments: [(Outer.ipv4, "gso=on,gro=on"), (Outer.ipv6, "gso=on,gro=on"), (Outer.ipv4, "gso=off,gro=off")])
+    func pingAndTCPBothWaysWithTheKernelsVxlan(_ outer: Outer, offloads: String) throws {
         try requireTool("python3", package: "python3")
         let rig = try Rig(outer)
         try rig.kernelVTEP()
-        let netbe = try rig.netbe("remote=\(outer.udp(2)),gso=\(gso)")
+        let netbe = try rig.netbe("remote=\(outer.udp(2)),\(offloads)")
         try waitUntil(10, "ping from A to the kernel's VTEP") { rig.ping(rig.guest, "192.168.42.2", count: 1) }
         #expect(rig.ping(rig.guest, "192.168.42.2"))
         #expect(rig.ping(rig.kernel, "192.168.42.1"))

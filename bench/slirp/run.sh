@@ -60,7 +60,7 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
             local bin=$netbe; [ "${1%-*}" = "$altlabel" ] && bin=$alt
             "$bin" connect "tap0,netns=$ns" "slirp,helper=$h,ipv6=off" >"$out/relay.out" 2>"$out/relay.err" &
             relay=$!
-            for _ in $(seq 100); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+            for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
             ip -n "$ns" addr add 10.0.2.100/24 dev tap0
             ip -n "$ns" link set tap0 up
             ip -n "$ns" route add default via 10.0.2.2 ;;
@@ -96,7 +96,7 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
                     for _ in $(seq 100); do ip -n "$ns" -4 addr show p0 2>/dev/null | grep -q 10.98.0.2 && break; sleep 0.05; done ;;
             esac
             if [ "$1" != pasta ]; then
-                for _ in $(seq 100); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+                for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
                 ip -n "$ns" addr add 10.98.0.2/24 dev tap0
                 ip -n "$ns" link set tap0 up
                 ip -n "$ns" route add default via 10.98.0.1

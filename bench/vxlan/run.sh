@@ -4,12 +4,15 @@
 #   netbe          A's tap joined by `netbe connect ... vxlan` (netbe in A's underlay
 #                  namespace) to the kernel's vxlan device in B
 #   netbe-gso-off  the same with `gso=off`: one sendmsg per frame instead of UDP GSO
+#   netbe-gro-off  the same with `gro=off`: one recvmsg per datagram instead of UDP GRO
 #   kernel         the kernel's vxlan device on both sides (the anchor), same underlay
 #                  settings as netbe's row (checksum offload off on B's veth, see below)
 #   kernel-default the kernel on both sides with the veth's default offloads
 # A veth hands the kernel VTEP's packets on with the inner checksum partial and as GSO
 # super-packets; a UDP socket (netbe) cannot finish those, so B's veth has `tx off`, which
 # makes B's kernel segment and checksum before the veth, as a real NIC's path would.
+# GRO is on on both veth ends (UNDERLAY_GRO=off leaves veth's default, off), as on a NIC:
+# only then can the kernel join datagrams for UDP GRO (and for its own vxlan's GRO).
 # Inner MTU 1450 (underlay 1500 - 50). Rounds interleaved, median reported.
 #
 # Usage (root): bench/vxlan/run.sh [ROUNDS=3] [SECONDS=5]
@@ -43,6 +46,10 @@ start() {   # $1 = configuration
     ip -n "$UA" addr add 10.77.0.1/24 dev u0; ip -n "$UA" link set u0 up
     ip -n "$B" addr add 10.77.0.2/24 dev b0; ip -n "$B" link set b0 up
     [ "$1" = kernel-default ] || ip netns exec "$B" ethtool -K b0 tx off >/dev/null
+    if [ "${UNDERLAY_GRO:-on}" = on ]; then
+        ip netns exec "$UA" ethtool -K u0 gro on >/dev/null
+        ip netns exec "$B" ethtool -K b0 gro on >/dev/null
+    fi
     ip -n "$B" link add vx0 type vxlan id 42 dstport 4789 local 10.77.0.2 remote 10.77.0.1 dev b0
     ip -n "$B" link set vx0 mtu 1450
     ip -n "$B" addr add 192.168.42.2/24 dev vx0; ip -n "$B" link set vx0 up
@@ -54,9 +61,9 @@ start() {   # $1 = configuration
             ip -n "$A" addr add 192.168.42.1/24 dev vx0; ip -n "$A" link set vx0 up ;;
         *)
             local bin=$netbe; [ "$1" = "$altlabel" ] && bin=$alt
-            local gso=on; [ "$1" = netbe-gso-off ] && gso=off
+            local gso=on gro=on; [ "$1" = netbe-gso-off ] && gso=off; [ "$1" = netbe-gro-off ] && gro=off
             ip netns exec "$UA" "$bin" connect "tap0,netns=$A,mtu=1450" \
-                "vxlan,vni=42,local=udp:10.77.0.1:4789,remote=udp:10.77.0.2:4789,gso=$gso" >"$out/relay.out" 2>"$out/relay.err" &
+                "vxlan,vni=42,local=udp:10.77.0.1:4789,remote=udp:10.77.0.2:4789,gso=$gso,gro=$gro" >"$out/relay.out" 2>"$out/relay.err" &
             relay=$!
             for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
             grep -qx ready "$out/relay.out" || { echo "$1: netbe not ready" >&2; cat "$out/relay.err" >&2; exit 1; }
@@ -78,7 +85,7 @@ measure() {   # $1 = client namespace, $2 = server namespace, $3 = server addres
     wait $s 2>/dev/null || true
 }
 
-configs=(netbe netbe-gso-off)
+configs=(netbe netbe-gso-off netbe-gro-off)
 [ -n "$alt" ] && configs+=("$altlabel")
 configs+=(kernel kernel-default)
 for r in $(seq "$rounds"); do

@@ -43,6 +43,9 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     /// UDP GSO (`gso=on`, the default); nil when off or once the kernel refused it.
     private var batch: VxlanSendBatch?
     private let batchVector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
+    /// UDP GRO (`gro=on`, the default); nil when off or refused.
+    private var groBuffer: VxlanReceiveBuffer?
+    private var senderLength: socklen_t = 0
     static let vectorCapacity = 129
 
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
@@ -93,6 +96,14 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             _ = try SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: device)
             _ = try SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: device)
             for g in groups { try join(g, device: device) }
+            if config.gro {
+                do {
+                    try SocketCall.setInt(fd, VxlanSendBatch.solUDP, VxlanReceiveBuffer.udpGRO, 1, call: "UDP_GRO", device: device)
+                    groBuffer = VxlanReceiveBuffer()
+                } catch {
+                    log.warning("\(name): \(error); reading one datagram per call")
+                }
+            }
         } catch {
             throw .system(error)
         }
@@ -171,6 +182,7 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     /// `buffers`. A bad header (I flag clear, or too short) is `malformed`, another VNI
     /// `wrong_vni`; both are consumed and dropped. The inner source MAC is learned.
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        if let rx = groBuffer { return try receiveBuffered(rx, into: buffers) }
         let parts = min(buffers.count, Self.vectorCapacity - 1)
         for i in 0..<parts { receiveVector[i + 1] = buffers[i] }
         var message = msghdr()
@@ -187,12 +199,22 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             throw .system(error)
         }
         guard case .processed(let n) = result else { return .empty }
+        if let drop = classify(receiveHeader, datagram: n, truncated: message.msg_flags & cnb_MSG_TRUNC != 0) { return drop }
+        if config.learning, let mac = sourceMAC(buffers) {
+            let from = ResolvedSocketAddress(copying: sender, length: message.msg_namelen)
+            table.learn(mac, from: from, port: peerPort, now: VxlanForwardingTable.now())
+        }
+        return .frame(length: n - VxlanHeader.length)
+    }
+
+    /// A drop for a datagram that is not a frame of ours, nil for one that is.
+    private func classify(_ header: UnsafePointer<UInt8>, datagram n: Int, truncated: Bool) -> ReceiveResult? {
         let inner = n - VxlanHeader.length
         if n < VxlanHeader.length {
             statistics.countDrop(.malformed)
             return .dropped(length: 0, reason: .malformed)
         }
-        switch VxlanHeader.check(receiveHeader, vni: config.vni) {
+        switch VxlanHeader.check(header, vni: config.vni) {
         case .badHeader:
             statistics.countDrop(.malformed)
             return .dropped(length: inner, reason: .malformed)
@@ -201,15 +223,46 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             return .dropped(length: inner, reason: .wrongVNI)
         case .ours: break
         }
-        if message.msg_flags & cnb_MSG_TRUNC != 0 || inner < 14 {
+        if truncated || inner < 14 {
             statistics.countDrop(.truncated)
             return .dropped(length: max(inner, 0), reason: .truncated)
         }
-        if config.learning, let mac = sourceMAC(buffers) {
-            let from = ResolvedSocketAddress(copying: sender, length: message.msg_namelen)
-            table.learn(mac, from: from, port: peerPort, now: VxlanForwardingTable.now())
+        return nil
+    }
+
+    /// `gro=on`: one read may hold several datagrams (UDP GRO); they are served one by one,
+    /// each frame copied out to `buffers`.
+    private func receiveBuffered(_ rx: VxlanReceiveBuffer, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        while true {
+            if let (p, n) = rx.next() {
+                let header = p.assumingMemoryBound(to: UInt8.self)
+                if let drop = classify(header, datagram: n, truncated: false) { return drop }
+                if config.learning {
+                    let from = ResolvedSocketAddress(copying: sender, length: senderLength)
+                    table.learn(VxlanForwardingTable.mac(header + VxlanHeader.length + 6), from: from, port: peerPort,
+                                now: VxlanForwardingTable.now())
+                }
+                return deliver(p + VxlanHeader.length, length: n - VxlanHeader.length, into: buffers)
+            }
+            var message = msghdr()
+            rx.prepare(&message)
+            message.msg_name = sender
+            message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let result: IOResult
+            do { result = try SocketCall.recvmsg(fd, &message, device: name) } catch {
+                if error.errno == ECONNREFUSED || error.errno == EHOSTUNREACH || error.errno == ENETUNREACH {
+                    return .dropped(length: 0, reason: .noPeer)
+                }
+                throw .system(error)
+            }
+            guard case .processed(let n) = result else { return .empty }
+            if message.msg_flags & cnb_MSG_TRUNC != 0 {
+                statistics.countDrop(.truncated)
+                return .dropped(length: n, reason: .truncated)
+            }
+            senderLength = message.msg_namelen
+            rx.filled(n, message)
         }
-        return .frame(length: inner)
     }
 
     private func sourceMAC(_ buffers: UnsafeBufferPointer<iovec>) -> UInt64? {

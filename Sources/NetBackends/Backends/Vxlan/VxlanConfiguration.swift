@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off]`.
+/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off][,gro=on|off]`.
 /// Every address of one backend is IPv4 or every one IPv6 (one UDP socket). `local`
 /// defaults to the wildcard address on port 4789; a multicast `remote=` (224.0.0.0/4,
 /// ff00::/8) is joined.
@@ -17,6 +17,8 @@ struct VxlanConfiguration {
     let learning: Bool
     /// Gather consecutive datagrams to one peer and send them with UDP_SEGMENT.
     let gso: Bool
+    /// Let the kernel join consecutive datagrams of a flow into one read (UDP_GRO).
+    let gro: Bool
 
     init(_ spec: BackendSpec) throws(NetBackendError) {
         let r = SpecReader(spec, repeatable: ["remote"])
@@ -45,6 +47,7 @@ struct VxlanConfiguration {
         ageingSeconds = try r.int("ageing", in: 1...86400) ?? 300
         learning = try r.bool("learning", default: true)
         gso = try r.bool("gso", default: true)
+        gro = try r.bool("gro", default: true)
         try r.finish(kind: "vxlan")
     }
 }
