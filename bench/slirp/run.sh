@@ -61,6 +61,7 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
             "$bin" connect "tap0,netns=$ns" "slirp,helper=$h,ipv6=off" >"$out/relay.out" 2>"$out/relay.err" &
             relay=$!
             for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+            grep -qx ready "$out/relay.out" || { echo "$1: netbe not ready" >&2; cat "$out/relay.err" >&2; exit 1; }
             ip -n "$ns" addr add 10.0.2.100/24 dev tap0
             ip -n "$ns" link set tap0 up
             ip -n "$ns" route add default via 10.0.2.2 ;;
@@ -83,7 +84,7 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
                     chmod 755 "$out"; mkdir -p -m 1777 "$out/passt"; rm -f "$out/passt/sock"
                     ip netns exec "$pns" passt -f -q -s "$out/passt/sock" >"$out/passt.log" 2>&1 &
                     passt=$!
-                    for _ in $(seq 100); do [ -S "$out/passt/sock" ] && break; sleep 0.05; done
+                    for _ in $(seq 400); do [ -S "$out/passt/sock" ] && break; sleep 0.05; done
                     "$netbe" connect "tap0,netns=$ns" "stream,connect=unix:$out/passt/sock" >"$out/relay.out" 2>"$out/relay.err" &
                     relay=$! ;;
                 netbe-passt)
@@ -93,10 +94,11 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
                     ip netns exec "$pns" pasta --config-net -f -q --runas 0:0 --netns "/run/netns/$ns" >"$out/relay.out" 2>&1 &
                     passt=$!
                     gw=10.98.0.1
-                    for _ in $(seq 100); do ip -n "$ns" -4 addr show p0 2>/dev/null | grep -q 10.98.0.2 && break; sleep 0.05; done ;;
+                    for _ in $(seq 400); do ip -n "$ns" -4 addr show p0 2>/dev/null | grep -q 10.98.0.2 && break; sleep 0.05; done ;;
             esac
             if [ "$1" != pasta ]; then
                 for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
+                grep -qx ready "$out/relay.out" || { echo "$1: netbe not ready" >&2; cat "$out/relay.err" >&2; exit 1; }
                 ip -n "$ns" addr add 10.98.0.2/24 dev tap0
                 ip -n "$ns" link set tap0 up
                 ip -n "$ns" route add default via 10.98.0.1
@@ -105,9 +107,9 @@ start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
         slirp4netns)
             slirp4netns --configure --mtu=1500 --netns-type=path "/run/netns/$ns" tap0 >"$out/relay.out" 2>&1 &
             relay=$!
-            for _ in $(seq 100); do ip -n "$ns" -4 addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.05; done ;;
+            for _ in $(seq 400); do ip -n "$ns" -4 addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.05; done ;;
     esac
-    for _ in $(seq 100); do ip netns exec "$ns" ping -c 1 -W 1 "$gw" >/dev/null 2>&1 && return; sleep 0.1; done
+    for _ in $(seq 400); do ip netns exec "$ns" ping -c 1 -W 1 "$gw" >/dev/null 2>&1 && return; sleep 0.1; done
     echo "$1: no connectivity" >&2; exit 1
 }
 stop() {
