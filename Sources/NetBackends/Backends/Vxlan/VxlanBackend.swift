@@ -207,6 +207,14 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         return .frame(length: n - VxlanHeader.length)
     }
 
+    /// The inner frame's length of the next datagram, 0 when none waits. With UDP GRO the
+    /// kernel reports a joined read whole: an over-estimate, which only reserves more.
+    public override func peekReceiveLength() throws(NetBackendError) -> Int {
+        if let rx = groBuffer, rx.nextSize > 0 { return max(rx.nextSize - VxlanHeader.length, 0) }
+        let n = recv(fd, receiveHeader, VxlanHeader.length, cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT)
+        return n > VxlanHeader.length ? n - VxlanHeader.length : 0
+    }
+
     /// A drop for a datagram that is not a frame of ours, nil for one that is.
     private func classify(_ header: UnsafePointer<UInt8>, datagram n: Int, truncated: Bool) -> ReceiveResult? {
         let inner = n - VxlanHeader.length

@@ -65,6 +65,9 @@ final class VxlanReceiveBuffer {
         return (UnsafeRawPointer(bytes + offset), size)
     }
 
+    /// The size of the datagram `next` would return, 0 when all were served.
+    var nextSize: Int { offset < filled ? min(segmentSize, filled - offset) : 0 }
+
     func reset() {
         filled = 0
         offset = 0
