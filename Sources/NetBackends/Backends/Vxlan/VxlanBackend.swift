@@ -76,7 +76,17 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         batchVector.deallocate()
     }
 
+    /// Opens the socket (inside `netns=` when given: a socket keeps its namespace, so the
+    /// underlay may be another namespace than netbe's) and watches it.
     private func openSocket() throws(NetBackendError) {
+        let path = try NetworkNamespace.run(in: config.netns) { [unowned self] () throws(NetBackendError) -> Int? in
+            try self.makeSocket()
+            return self.pathMTU(self.config.remotes[0])
+        }
+        try watchSocket(pathMTU: path)
+    }
+
+    private func makeSocket() throws(NetBackendError) {
         let device = "vxlan vni \(config.vni) at \(config.local)"
         let groups = config.remotes.filter(\.isMulticast)
         do throws(SystemCallError) {
@@ -107,6 +117,9 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         } catch {
             throw .system(error)
         }
+    }
+
+    private func watchSocket(pathMTU path: Int?) throws(NetBackendError) {
         do {
             source = try eventLoop.watch(fd: fd, name: "vxlan \(config.vni)") { [unowned self] ready in
                 if ready.contains(.write) {
@@ -119,12 +132,11 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
             throw .system(error)
         }
         let overhead = config.family == AF_INET6 ? VxlanHeader.overheadIPv6 : VxlanHeader.overheadIPv4
-        let path = pathMTU(config.remotes[0])
         if config.gso {
             let outerHeaders = (config.family == AF_INET6 ? 40 : 20) + 8
             batch = VxlanSendBatch(largestSegment: (path ?? 1500) - outerHeaders)
         }
-        log.info("\(name): bound at \(config.local), remotes \(config.remoteText.joined(separator: ", ")); underlay path MTU \(path.map(String.init) ?? "unknown"), so the inner MTU should be \(path.map { String($0 - overhead) } ?? "\(overhead) bytes less")")
+        log.info("\(name): bound at \(config.local)\(config.netns.map { " in namespace \($0)" } ?? ""), remotes \(config.remoteText.joined(separator: ", ")); underlay path MTU \(path.map(String.init) ?? "unknown"), so the inner MTU should be \(path.map { String($0 - overhead) } ?? "\(overhead) bytes less")")
     }
 
     /// Joins a group on local's interface (its address for IPv4; any interface for IPv6),

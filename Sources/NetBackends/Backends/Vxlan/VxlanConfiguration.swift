@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off][,gro=on|off]`.
+/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off][,gro=on|off][,netns=NAME]`.
 /// Every address of one backend is IPv4 or every one IPv6 (one UDP socket). `local`
 /// defaults to the wildcard address on port 4789; a multicast `remote=` (224.0.0.0/4,
 /// ff00::/8) is joined.
@@ -19,6 +19,8 @@ struct VxlanConfiguration {
     let gso: Bool
     /// Let the kernel join consecutive datagrams of a flow into one read (UDP_GRO).
     let gro: Bool
+    /// The network namespace (`ip netns add`) the UDP socket lives in; nil: netbe's own.
+    let netns: String?
 
     init(_ spec: BackendSpec) throws(NetBackendError) {
         let r = SpecReader(spec, repeatable: ["remote"])
@@ -48,6 +50,7 @@ struct VxlanConfiguration {
         learning = try r.bool("learning", default: true)
         gso = try r.bool("gso", default: true)
         gro = try r.bool("gro", default: true)
+        netns = try r.string("netns")
         try r.finish(kind: "vxlan")
     }
 }
