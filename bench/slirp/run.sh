@@ -52,6 +52,9 @@ server=$!
 sleep 0.5
 
 start() {   # $1 = configuration; leaves the namespace online through 10.0.2.2
+    # Emptied here, not by the background job's redirection, which may come after the
+    # wait below has already read the previous run's `ready`.
+    : >"$out/relay.out"
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     case $1 in

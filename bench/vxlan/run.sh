@@ -41,6 +41,9 @@ cleanup() {
 trap cleanup EXIT
 
 start() {   # $1 = configuration
+    # Emptied here, not by the background job's redirection, which may come after the
+    # wait below has already read the previous run's `ready`.
+    : >"$out/relay.out"
     for n in "$A" "$UA" "$B"; do ip netns add "$n"; ip -n "$n" link set lo up; done
     ip link add u0 netns "$UA" type veth peer name b0 netns "$B"
     ip -n "$UA" addr add 10.77.0.1/24 dev u0; ip -n "$UA" link set u0 up
