@@ -26,26 +26,26 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     var log: Logger { logger }
     var fd: Int32 = -1
     var source: EventSource?
-    private var receiveEnabled = false
-    private var senderWaiting = false
+    var receiveEnabled = false
+    var senderWaiting = false
     /// The port frames are sent to on a learned peer: the first remote's.
-    private let peerPort: UInt16
+    let peerPort: UInt16
 
     // Preallocated: the outgoing header, the iovec arrays that put it before the frame,
     // the incoming header, the sender's address, and a scratch for a split MAC.
-    private let sendHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
-    private let receiveHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
-    private let sendVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
-    private let receiveVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
-    private let sender = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
-    private let peerStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
-    private let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 12)
+    let sendHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
+    let receiveHeader = UnsafeMutablePointer<UInt8>.allocate(capacity: VxlanHeader.length)
+    let sendVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
+    let receiveVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
+    let sender = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    let peerStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 12)
     /// UDP GSO (`gso=on`, the default); nil when off or once the kernel refused it.
-    private var batch: VxlanSendBatch?
-    private let batchVector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
+    var batch: VxlanSendBatch?
+    let batchVector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
     /// UDP GRO (`gro=on`, the default); nil when off or refused.
-    private var groBuffer: VxlanReceiveBuffer?
-    private var senderLength: socklen_t = 0
+    var groBuffer: VxlanReceiveBuffer?
+    var senderLength: socklen_t = 0
     static let vectorCapacity = 129
 
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
@@ -188,313 +188,27 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         source?.disable(.read)
     }
 
-    // MARK: receive
+    // MARK: receive (VxlanReceive.swift), send (VxlanSend.swift)
 
-    /// One datagram: the VXLAN header into our own 8 bytes, the inner frame straight into
-    /// `buffers`. A bad header (I flag clear, or too short) is `malformed`, another VNI
-    /// `wrong_vni`; both are consumed and dropped. The inner source MAC is learned.
+    /// One datagram's inner frame into `buffers`; other VNIs and bad headers are dropped.
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
-        if let rx = groBuffer { return try receiveBuffered(rx, into: buffers) }
-        let parts = min(buffers.count, Self.vectorCapacity - 1)
-        for i in 0..<parts { receiveVector[i + 1] = buffers[i] }
-        var message = msghdr()
-        message.msg_iov = receiveVector
-        message.msg_iovlen = parts + 1
-        message.msg_name = sender
-        message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let result: IOResult
-        do { result = try SocketCall.recvmsg(fd, &message, device: name) } catch {
-            // An ICMP error for an earlier send (a remote not listening): not fatal.
-            if error.errno == ECONNREFUSED || error.errno == EHOSTUNREACH || error.errno == ENETUNREACH {
-                return .dropped(length: 0, reason: .noPeer)
-            }
-            throw .system(error)
-        }
-        guard case .processed(let n) = result else { return .empty }
-        if let drop = classify(receiveHeader, datagram: n, truncated: message.msg_flags & cnb_MSG_TRUNC != 0) { return drop }
-        if config.learning, let mac = sourceMAC(buffers) {
-            let from = ResolvedSocketAddress(copying: sender, length: message.msg_namelen)
-            table.learn(mac, from: from, port: peerPort, now: VxlanForwardingTable.now())
-        }
-        return .frame(length: n - VxlanHeader.length)
+        try receiveFrame(into: buffers)
     }
 
-    /// The inner frame's length of the next datagram, 0 when none waits. With UDP GRO the
-    /// kernel reports a joined read whole: an over-estimate, which only reserves more.
-    public override func peekReceiveLength() throws(NetBackendError) -> Int {
-        if let rx = groBuffer, rx.nextSize > 0 { return max(rx.nextSize - VxlanHeader.length, 0) }
-        let n = recv(fd, receiveHeader, VxlanHeader.length, cnb_MSG_PEEK | cnb_MSG_TRUNC | cnb_MSG_DONTWAIT)
-        return n > VxlanHeader.length ? n - VxlanHeader.length : 0
-    }
+    public override func peekReceiveLength() throws(NetBackendError) -> Int { peekFrameLength() }
 
-    /// A drop for a datagram that is not a frame of ours, nil for one that is.
-    private func classify(_ header: UnsafePointer<UInt8>, datagram n: Int, truncated: Bool) -> ReceiveResult? {
-        let inner = n - VxlanHeader.length
-        if n < VxlanHeader.length {
-            statistics.countDrop(.malformed)
-            return .dropped(length: 0, reason: .malformed)
-        }
-        switch VxlanHeader.check(header, vni: config.vni) {
-        case .badHeader:
-            statistics.countDrop(.malformed)
-            return .dropped(length: inner, reason: .malformed)
-        case .otherVNI:
-            statistics.countDrop(.wrongVNI)
-            return .dropped(length: inner, reason: .wrongVNI)
-        case .ours: break
-        }
-        if truncated || inner < 14 {
-            statistics.countDrop(.truncated)
-            return .dropped(length: max(inner, 0), reason: .truncated)
-        }
-        return nil
-    }
-
-    /// `gro=on`: one read may hold several datagrams (UDP GRO); they are served one by one,
-    /// each frame copied out to `buffers`.
-    private func receiveBuffered(_ rx: VxlanReceiveBuffer, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
-        while true {
-            if let (p, n) = rx.next() {
-                let header = p.assumingMemoryBound(to: UInt8.self)
-                if let drop = classify(header, datagram: n, truncated: false) { return drop }
-                if config.learning {
-                    let from = ResolvedSocketAddress(copying: sender, length: senderLength)
-                    table.learn(VxlanForwardingTable.mac(header + VxlanHeader.length + 6), from: from, port: peerPort,
-                                now: VxlanForwardingTable.now())
-                }
-                return deliver(p + VxlanHeader.length, length: n - VxlanHeader.length, into: buffers)
-            }
-            var message = msghdr()
-            rx.prepare(&message)
-            message.msg_name = sender
-            message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let result: IOResult
-            do { result = try SocketCall.recvmsg(fd, &message, device: name) } catch {
-                if error.errno == ECONNREFUSED || error.errno == EHOSTUNREACH || error.errno == ENETUNREACH {
-                    return .dropped(length: 0, reason: .noPeer)
-                }
-                throw .system(error)
-            }
-            guard case .processed(let n) = result else { return .empty }
-            if message.msg_flags & cnb_MSG_TRUNC != 0 {
-                statistics.countDrop(.truncated)
-                return .dropped(length: n, reason: .truncated)
-            }
-            senderLength = message.msg_namelen
-            rx.filled(n, message)
-        }
-    }
-
-    private func sourceMAC(_ buffers: UnsafeBufferPointer<iovec>) -> UInt64? {
-        guard let first = buffers.first, let base = first.iov_base else { return nil }
-        if first.iov_len >= 12 { return VxlanForwardingTable.mac(base.assumingMemoryBound(to: UInt8.self) + 6) }
-        guard gather(12, from: buffers) else { return nil }
-        return VxlanForwardingTable.mac(macScratch + 6)
-    }
-
-    /// Copies the first `count` bytes of an iovec list into `macScratch`.
-    private func gather(_ count: Int, from buffers: UnsafeBufferPointer<iovec>) -> Bool {
-        var done = 0
-        for v in buffers where done < count {
-            guard let base = v.iov_base else { continue }
-            let take = min(count - done, v.iov_len)
-            (macScratch + done).update(from: base.assumingMemoryBound(to: UInt8.self), count: take)
-            done += take
-        }
-        return done == count
-    }
-
-    // MARK: send
-
-    /// One frame as one datagram to the remote its destination MAC was learned from, or to
-    /// every peer (head-end replication). A full socket on the first copy is `.wouldBlock`;
-    /// a later copy that does not fit is counted `no_space` (the frame already left once).
+    /// One frame to the VTEP its destination was learned from, or to every remote.
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        let parts = frame.count
-        guard parts < Self.vectorCapacity else {
-            statistics.countDrop(.malformed)
-            return .dropped(.malformed)
-        }
-        var length = 0
-        for i in 0..<parts {
-            sendVector[i + 1] = frame[i]
-            length += frame[i].iov_len
-        }
-        guard length >= 14 else {
-            statistics.countDrop(.truncated)
-            return .dropped(.truncated)
-        }
-        let destination: UInt64
-        if let base = frame[0].iov_base, frame[0].iov_len >= 6 {
-            destination = VxlanForwardingTable.mac(base.assumingMemoryBound(to: UInt8.self))
-        } else {
-            guard gather(6, from: frame) else { return .dropped(.truncated) }
-            destination = VxlanForwardingTable.mac(macScratch)
-        }
-        let known = table.lookup(destination, now: VxlanForwardingTable.now())
-        if let b = batch {
-            // One peer to send to (learned, or the only remote): gather for UDP GSO.
-            if let peer = known ?? (table.configured == 1 ? 0 : nil) {
-                let datagram = length + VxlanHeader.length
-                if !b.accepts(datagram, peer: peer) && !b.isEmpty {
-                    try flushBatch()
-                    if !b.isEmpty { senderWaiting = true; return .wouldBlock }
-                }
-                if b.accepts(datagram, peer: peer) {
-                    b.append(header: sendHeader, frame: frame, length: datagram, peer: peer)
-                    statistics.frames &+= 1
-                    statistics.bytes &+= UInt64(length)
-                    if b.count == VxlanSendBatch.maximumSegments { try flushBatch() }
-                    return .sent(length)
-                }
-                // Larger than one segment may be: alone, fragmented by the kernel.
-            } else if !b.isEmpty {
-                // Flooding: what was gathered leaves first, frames keep their order.
-                try flushBatch()
-                if !b.isEmpty { senderWaiting = true; return .wouldBlock }
-            }
-        }
-        if let peer = known {
-            return try transmit(to: peer, parts: parts, length: length, first: true)
-        }
-        var result = SendResult.dropped(.noPeer)
-        for peer in 0..<table.configured {
-            let r = try transmit(to: peer, parts: parts, length: length, first: peer == 0)
-            if peer == 0 { result = r; if r == .wouldBlock { return r } }
-        }
-        return result
+        try sendFrame(frame, more: more)
     }
 
-    private func transmit(to peer: Int, parts: Int, length: Int, first: Bool) throws(NetBackendError) -> SendResult {
-        let address = table.peers[peer]
-        address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
-        var message = msghdr()
-        message.msg_iov = sendVector
-        message.msg_iovlen = parts + 1
-        message.msg_name = peerStorage
-        message.msg_namelen = address.length
-        let result: IOResult
-        do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
-            switch error.errno {
-            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
-                statistics.countDrop(.noPeer)
-                return .dropped(.noPeer)
-            case EMSGSIZE:
-                statistics.countDrop(.malformed)
-                return .dropped(.malformed)
-            default:
-                throw .system(error)
-            }
-        }
-        switch result {
-        case .wouldBlock:
-            if first {
-                senderWaiting = true
-                source?.enable(.write)
-                return .wouldBlock
-            }
-            statistics.countDrop(.noSpace)
-            return .dropped(.noSpace)
-        case .processed:
-            if first {
-                statistics.frames &+= 1
-                statistics.bytes &+= UInt64(length)
-            }
-            return .sent(length)
-        }
-    }
-
-    /// The relay's end of batch: what was gathered leaves now.
-    public override func flush() throws(NetBackendError) {
-        if let b = batch, !b.isEmpty { try flushBatch() }
-    }
-
-    private func writable() {
-        if let b = batch, !b.isEmpty {
-            do throws(NetBackendError) { try flushBatch() } catch { eventLoop.stop(throwing: error); return }
-            if !b.isEmpty { return }
-        }
-        if senderWaiting { senderWaiting = false; notifyWritable() }
-    }
-
-    /// Sends the gathered datagrams in one sendmsg with UDP_SEGMENT. A full socket keeps
-    /// them and arms writable. If the kernel refuses GSO (EINVAL, EIO: an old kernel, a
-    /// path smaller than thought), they go one by one and GSO stays off.
-    private func flushBatch() throws(NetBackendError) {
-        guard let b = batch, !b.isEmpty else { return }
-        let address = table.peers[b.peer]
-        address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
-        batchVector.pointee = iovec(iov_base: b.buffer, iov_len: b.used)
-        var message = msghdr()
-        message.msg_iov = batchVector
-        message.msg_iovlen = 1
-        message.msg_name = peerStorage
-        message.msg_namelen = address.length
-        b.setControl(&message)
-        let result: IOResult
-        do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
-            switch error.errno {
-            case EINVAL, EIO, EMSGSIZE, ENOPROTOOPT, EOPNOTSUPP:
-                log.warning("\(name): UDP GSO refused (\(error)); sending one datagram per frame from now on")
-                sendOneByOne(b, address: address)
-                b.reset()
-                batch = nil
-                return
-            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
-                for _ in 0..<b.count { statistics.countDrop(.noPeer) }
-                b.reset()
-                return
-            default:
-                throw .system(error)
-            }
-        }
-        switch result {
-        case .processed: b.reset()
-        case .wouldBlock: source?.enable(.write)
-        }
-    }
-
-    private func sendOneByOne(_ b: VxlanSendBatch, address: ResolvedSocketAddress) {
-        var offset = 0
-        while offset < b.used {
-            let size = min(b.segmentSize, b.used - offset)
-            batchVector.pointee = iovec(iov_base: b.buffer + offset, iov_len: size)
-            var message = msghdr()
-            message.msg_iov = batchVector
-            message.msg_iovlen = 1
-            message.msg_name = peerStorage
-            message.msg_namelen = address.length
-            if (try? SocketCall.sendmsg(fd, &message, device: name)) != .processed(size) { statistics.countDrop(.noSpace) }
-            offset += size
-        }
-    }
+    /// The relay's end of batch: what was gathered for UDP GSO leaves now.
+    public override func flush() throws(NetBackendError) { try flushGathered() }
 
     public override func close() {
         super.close()
         source?.cancel()
         source = nil
         if fd >= 0 { Glibc.close(fd); fd = -1 }
-    }
-}
-
-extension ResolvedSocketAddress {
-    static var wildcard4: ResolvedSocketAddress {
-        var sa = sockaddr_in()
-        sa.sin_family = sa_family_t(AF_INET)
-        return withUnsafeBytes(of: &sa) { ResolvedSocketAddress(copying: $0.baseAddress!, length: socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-
-    static var wildcard6: ResolvedSocketAddress {
-        var sa = sockaddr_in6()
-        sa.sin6_family = sa_family_t(AF_INET6)
-        return withUnsafeBytes(of: &sa) { ResolvedSocketAddress(copying: $0.baseAddress!, length: socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-    }
-
-    var withUnsafeIPv4: in_addr {
-        withUnsafeBytes(of: storage) { $0.load(fromByteOffset: 4, as: in_addr.self) }
-    }
-
-    var withUnsafeIPv6: in6_addr {
-        withUnsafeBytes(of: storage) { $0.loadUnaligned(fromByteOffset: 8, as: in6_addr.self) }
     }
 }

@@ -54,34 +54,3 @@ struct VxlanConfiguration {
         try r.finish(kind: "vxlan")
     }
 }
-
-extension ResolvedSocketAddress {
-    /// Same family and IP address, whatever the port.
-    func sameHost(_ other: ResolvedSocketAddress) -> Bool {
-        guard family == other.family else { return false }
-        return withUnsafeBytes(of: storage) { a in
-            withUnsafeBytes(of: other.storage) { b in
-                family == AF_INET6
-                    ? memcmp(a.baseAddress! + 8, b.baseAddress! + 8, 16) == 0   // sin6_addr
-                    : memcmp(a.baseAddress! + 4, b.baseAddress! + 4, 4) == 0    // sin_addr
-            }
-        }
-    }
-
-    var port: UInt16 {
-        withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
-    }
-
-    /// This address with another port (sin_port and sin6_port are both at offset 2).
-    func withPort(_ port: UInt16) -> ResolvedSocketAddress {
-        var copy = self
-        withUnsafeMutableBytes(of: &copy.storage) { $0.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self) }
-        return copy
-    }
-
-    var isMulticast: Bool {
-        withUnsafeBytes(of: storage) { b in
-            family == AF_INET6 ? b[8] == 0xFF : (b[4] & 0xF0) == 0xE0
-        }
-    }
-}
