@@ -43,6 +43,12 @@ final class PasstProcess {
             throw .system(SystemCallError(call: "socketpair", device: "passt", errno: errno))
         }
         defer { Glibc.close(pair[1]) }   // passt holds its end; ours would keep EOF away
+        // passt enlarges the buffers of a socket it accepts itself, not of one handed in
+        // with -F: give both ends 4 MiB, as the helper socket of `slirp` has.
+        for fd in pair {
+            _ = try? SocketCall.requestBuffer(fd, send: true, size: 4 << 20, device: "passt socketpair")
+            _ = try? SocketCall.requestBuffer(fd, send: false, size: 4 << 20, device: "passt socketpair")
+        }
         var ready: [Int32] = [-1, -1]
         if awaitReady {
             guard pipe(&ready) == 0 else {
