@@ -37,6 +37,7 @@ passt=
 pserver=
 gw=10.0.2.2
 cleanup() {
+    set +e   # every step runs, whatever failed before (or fails here)
     [ -n "$relay" ] && kill "$relay" 2>/dev/null && wait "$relay" 2>/dev/null
     [ -n "$passt" ] && kill -9 "$passt" 2>/dev/null
     [ -n "$pserver" ] && kill "$pserver" 2>/dev/null

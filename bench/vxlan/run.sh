@@ -34,6 +34,7 @@ A=${p}a UA=${p}u B=${p}b
 out=$(mktemp -d)
 relay=
 cleanup() {
+    set +e   # every step runs, whatever failed before (or fails here)
     [ -n "$relay" ] && kill "$relay" 2>/dev/null && wait "$relay" 2>/dev/null
     for n in "$A" "$UA" "$B"; do ip netns del "$n" 2>/dev/null || true; done
     rm -rf "$out"
