@@ -24,6 +24,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case oversized
     /// A backend's own queue was full (libslirp's output waiting for the frontend).
     case queueFull
+    /// An overlay frame for another network (a VXLAN header with another VNI).
+    case wrongVNI
 
     public var description: String {
         switch self {
@@ -35,6 +37,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .truncated: return "truncated"
         case .oversized: return "oversized"
         case .queueFull: return "queue_full"
+        case .wrongVNI: return "wrong_vni"
         }
     }
 }

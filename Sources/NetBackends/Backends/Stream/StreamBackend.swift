@@ -24,6 +24,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     enum Role {
         case listen
         case connect(reconnectSeconds: Int)
+        /// Connections handed in by `owner` (StreamAdoption.swift), e.g. passt's socketpair.
+        case adopted
     }
 
     let address: NetSocketAddress
@@ -60,6 +62,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
     var connectingFD: Int32 = -1
     var connectingSource: EventSource?
     var backoffMilliseconds = 100
+    // Owner state (role .adopted): told when the peer leaves and when the backend closes.
+    var owner: (any StreamPeerOwner)?
 
     let lengthPrefix: UnsafeMutablePointer<UInt32>
     let sendVector: UnsafeMutablePointer<iovec>
@@ -83,6 +87,7 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
             switch role {
             case .listen: try startListening()
             case .connect: try connectFirstTime()
+            case .adopted: break
             }
         } catch {
             close()
@@ -114,6 +119,28 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
         }
         if case .udp = address { throw bad("a stream needs a unix: or tcp: address, not udp:") }
         return (address, role, vnet)
+    }
+
+    /// A stream whose connected descriptor comes from `owner` instead of listen=/connect=
+    /// (passt: one end of a socketpair whose other end the child holds); plain framing,
+    /// no header. Later descriptors arrive through `attach(fd:peer:)`.
+    init(adopting fd: Int32, peer: String, owner: any StreamPeerOwner, spec: BackendSpec, kind: String, name: String,
+         eventLoop: NetEventLoop) throws(NetBackendError) {
+        address = .unix(path: peer)
+        resolved = ResolvedSocketAddress()
+        role = .adopted
+        vnet = false
+        minimumLength = 14
+        input = StreamInput(maximumLength: maximumFrameLength)
+        output = StreamOutput(capacity: Self.gatherFlushSize + 4 + maximumFrameLength + 64)
+        lengthPrefix = .allocate(capacity: 1)
+        sendVector = .allocate(capacity: Self.sendVectorCapacity)
+        self.owner = owner
+        super.init(spec: spec, kind: kind, name: name, eventLoop: eventLoop)
+        do throws(NetBackendError) { try attach(fd: fd, peer: peer) } catch {
+            close()
+            throw error
+        }
     }
 
     deinit {
@@ -204,6 +231,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
                 throw .deviceGone("\(name): peer \(peerName) is gone (\(why)) and reconnect= is not set")
             }
             scheduleReconnect()
+        case .adopted:
+            owner?.streamPeerLeft(why)
         }
     }
 
@@ -338,5 +367,8 @@ public final class StreamBackend: NetBackend, @unchecked Sendable {
             unlink(path)
             boundUnixPath = nil
         }
+        // After our end is closed: passt, holding the other, sees end of file first.
+        owner?.streamClosing()
+        owner = nil
     }
 }
