@@ -28,6 +28,8 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         // Without /dev/netmap the kind's kernel path cannot open; its frame logic runs
         // over shared rings instead (NetmapTrafficRig).
         "netmap": [TrafficCase(name: "netmap-shared", kind: "netmap")],
+        "passt": [TrafficCase(name: "passt", kind: "passt")],
+        "vxlan": [TrafficCase(name: "vxlan", kind: "vxlan")],
     ]
 
     /// Every kind `BackendRegistry.shared` can open here, each way it can run, plus the
@@ -54,6 +56,8 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         case "slirp-inprocess": return try SlirpTrafficRig(loop: loop, helper: false)
         case "seqpacket": return try SeqpacketTrafficRig(loop: loop)
         case "netmap-shared": return try NetmapTrafficRig(loop: loop)
+        case "passt": return try SlirpTrafficRig(loop: loop, spec: "passt,net=10.0.2.0/24,ipv6=off")
+        case "vxlan": return try VxlanTrafficRig(loop: loop)
         default: throw TestFailure("no recipe named \(name)")
         }
     }
@@ -220,8 +224,9 @@ final class DgramTrafficRig: TrafficRig {
     }
 }
 
-/// libslirp, in a helper or in-process: it answers ARP requests for its gateway, which
-/// the rig sends from the loop thread (the only thread that may call `send`).
+/// libslirp, in a helper or in-process, or passt in slirp's layout: each answers ARP
+/// requests for its gateway, which the rig sends from the loop thread (the only thread
+/// that may call `send`).
 final class SlirpTrafficRig: TrafficRig {
     static let guestMAC: [UInt8] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
     let request = Frames.arpRequest(senderMAC: guestMAC, senderIP: [10, 0, 2, 15], targetIP: [10, 0, 2, 2])
@@ -232,6 +237,12 @@ final class SlirpTrafficRig: TrafficRig {
         self.helper = helper
         if helper { SlirpHelperBackend.executable = try NetbeBinary.path }
         super.init(backend: try BackendRegistry.shared.open("slirp,helper=\(helper ? "on" : "off")", on: loop))
+    }
+
+    /// Another kind that answers as slirp does (passt with `net=10.0.2.0/24`).
+    init(loop: NetEventLoop, spec: String) throws {
+        helper = false
+        super.init(backend: try BackendRegistry.shared.open(spec, on: loop))
     }
 
     override func burst(_ count: Int, _ lt: LoopThread) throws {
