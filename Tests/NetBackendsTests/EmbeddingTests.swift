@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-@testable import NetBackends
+import NetBackends
 import Testing
 
 /// What a program embedding the library relies on: its own Logger reaches every backend,

@@ -21,18 +21,19 @@ extension SlirpHelper {
         return run(socket: invocation.fd, parent: invocation.parent, spec: invocation.spec)
     }
 
-    /// The argument vector the backend builds for its helper, and its parsing back.
-    struct Invocation: Equatable {
-        var fd: Int32
-        var parent: pid_t
-        var spec: String
+    /// The argument vector the backend builds for its helper, and its parsing back (for a
+    /// program with its own argument parser that must let this call through).
+    public struct Invocation: Equatable, Sendable {
+        public var fd: Int32
+        public var parent: pid_t
+        public var spec: String
 
-        func arguments(program: String) -> [String] {
+        public func arguments(program: String) -> [String] {
             [program, SlirpHelper.subcommand, "--fd", String(fd), "--parent", String(parent), spec]
         }
 
         /// Nil unless `arguments` is exactly what `arguments(program:)` produces.
-        init?(_ arguments: [String]) {
+        public init?(_ arguments: [String]) {
             guard arguments.count == 7, arguments[1] == SlirpHelper.subcommand,
                   arguments[2] == "--fd", let fd = Int32(arguments[3]), fd >= 0,
                   arguments[4] == "--parent", let parent = pid_t(arguments[5]), parent > 0
@@ -40,7 +41,7 @@ extension SlirpHelper {
             self.init(fd: fd, parent: parent, spec: arguments[6])
         }
 
-        init(fd: Int32, parent: pid_t, spec: String) {
+        public init(fd: Int32, parent: pid_t, spec: String) {
             self.fd = fd
             self.parent = parent
             self.spec = spec
