@@ -9,17 +9,20 @@
 # Usage: scripts/demo-slirp.sh
 #   DEMO_NETDEV=qemu-user  boots the same guest on QEMU's own -netdev user instead of
 #                          netbe (checks the guest side alone).
-# Packages (Debian): swift toolchain, libslirp-dev libglib2.0-dev pkg-config,
-#   qemu-system-x86 linux-image-amd64 busybox-static python3 kmod xz-utils.
+# Packages: scripts/packages.sh (installed when run as root on Debian; otherwise the
+# script prints the one `apt-get install` line and exits 3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf 'demo: %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-for tool in qemu-system-x86_64:qemu-system-x86 python3:python3 modprobe:kmod; do
-    command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is missing: apt-get install ${tool##*:}"
-done
-[ -x /bin/busybox ] || die "busybox is missing: apt-get install busybox-static"
+. scripts/packages.sh
+if [ "${DEMO_NETDEV:-netbe}" = qemu-user ]; then
+    netbe_need_packages demo "${NETBE_DEMO_PACKAGES[@]}"
+else
+    netbe_need_swift demo
+    netbe_need_packages demo "${NETBE_TOOLCHAIN_PACKAGES[@]}" "${NETBE_BUILD_PACKAGES[@]}" "${NETBE_DEMO_PACKAGES[@]}"
+fi
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
 [ -n "$kernel" ] || die "no kernel in /boot: apt-get install linux-image-amd64"
 kver=${kernel#/boot/vmlinuz-}

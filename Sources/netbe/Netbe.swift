@@ -9,6 +9,7 @@ struct Netbe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netbe",
         abstract: "Network backends for virtual machines: join taps, sockets and user-mode NAT.",
+        version: NetBackendsVersion.string,
         subcommands: [ConnectCommand.self, BackendsCommand.self, ProbeCommand.self, SlirpHelperCommand.self, RingEchoCommand.self]
     )
 
