@@ -230,11 +230,13 @@ public class SeqpacketBackend: NetBackend, @unchecked Sendable {
                 statistics.countDrop(.truncated)
                 return .dropped(length: slot.length, reason: .truncated)
             }
-            if l == h { return deliver(slot.bytes, length: slot.length, into: buffers) }
+            // Shorter than an Ethernet header (after the link's own header): never a frame,
+            // whichever header the frontend takes.
             guard slot.length >= l + 14 else {
                 statistics.countDrop(.truncated)
                 return .dropped(length: slot.length, reason: .truncated)
             }
+            if l == h { return deliver(slot.bytes, length: slot.length, into: buffers) }
             // The link's 12-byte header becomes the frontend's 10 bytes, or none. A frame
             // that needs the header it would lose (sent by the helper just before a
             // renegotiation took offloads away) is dropped; TCP sends it again.
