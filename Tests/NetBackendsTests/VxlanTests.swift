@@ -181,13 +181,13 @@ import Testing
     }
 
     @Test(arguments: [
-        ("vxlan,remote=udp:10.0.0.1:4789", "give vni=N"),
-        ("vxlan,vni=16777216,remote=udp:10.0.0.1:4789", "vni=16777216"),
+        ("vxlan,remote=udp:127.0.0.2:4789", "give vni=N"),
+        ("vxlan,vni=16777216,remote=udp:127.0.0.2:4789", "vni=16777216"),
         ("vxlan,vni=1", "give at least one remote="),
-        ("vxlan,vni=1,remote=tcp:10.0.0.1:4789", "remote=tcp:10.0.0.1:4789: expected udp:HOST:PORT"),
-        ("vxlan,vni=1,remote=udp:10.0.0.1:4789,remote=udp:[::1]:4789", "mixes IPv4 and IPv6"),
-        ("vxlan,vni=1,remote=udp:10.0.0.1:4789,local=udp:[::1]:4789", "local=udp:[::1]:4789"),
-        ("vxlan,vni=1,remote=udp:10.0.0.1:4789,mtu=9000", "unknown option 'mtu'"),
+        ("vxlan,vni=1,remote=tcp:127.0.0.2:4789", "remote=tcp:127.0.0.2:4789: expected udp:HOST:PORT"),
+        ("vxlan,vni=1,remote=udp:127.0.0.2:4789,remote=udp:[::1]:4789", "mixes IPv4 and IPv6"),
+        ("vxlan,vni=1,remote=udp:127.0.0.2:4789,local=udp:[::1]:4789", "local=udp:[::1]:4789"),
+        ("vxlan,vni=1,remote=udp:127.0.0.2:4789,mtu=9000", "unknown option 'mtu'"),
     ])
     func badSpecsExit2(spec: String, message: String) throws {
         let r = try NetbeBinary.run(["connect", "tap0", spec], seconds: 10)
