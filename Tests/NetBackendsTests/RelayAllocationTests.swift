@@ -4,6 +4,9 @@ import NetBackends
 import Synchronization
 import Testing
 
+/// The control step's allocation, held past the counting window (shared by the allocation tests).
+nonisolated(unsafe) var allocationControlBlock: UnsafeMutableRawPointer?
+
 // The allocation hook is a C function pointer: it reaches its state through globals.
 // It counts only allocations made on the relay's loop thread, so tests running in
 // parallel elsewhere in this process do not disturb the count.
@@ -67,12 +70,14 @@ private let countLoopThreadAllocations: MallocInterposerSwift.AllocationHook = {
         loopThreadAllocations.store(0, ordering: .relaxed)
         MallocInterposerSwift.hook()
         let made = try thread.sync { () -> Int in
-            let p = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-            p.storeBytes(of: 1, as: UInt8.self)
-            p.deallocate()
+            // Kept in a global until after unhook: an allocation freed at once may be
+            // optimised away, and the control would prove nothing.
+            allocationControlBlock = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
             return 1
         }
         MallocInterposerSwift.unhook()
+        allocationControlBlock?.deallocate()
+        allocationControlBlock = nil
         #expect(made == 1 && loopThreadAllocations.load(ordering: .relaxed) >= 1, "the counter sees loop-thread allocations")
         try thread.sync { relay.stop() }
         try thread.stop()

@@ -54,12 +54,14 @@ private let countVxlanLoopAllocations: MallocInterposerSwift.AllocationHook = { 
         vxlanLoopAllocations.store(0, ordering: .relaxed)
         MallocInterposerSwift.hook()
         let made = try thread.sync { () -> Int in
-            let p = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-            p.storeBytes(of: 1, as: UInt8.self)
-            p.deallocate()
+            // Kept in a global until after unhook: an allocation freed at once may be
+            // optimised away, and the control would prove nothing.
+            allocationControlBlock = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
             return 1
         }
         MallocInterposerSwift.unhook()
+        allocationControlBlock?.deallocate()
+        allocationControlBlock = nil
         #expect(made == 1 && vxlanLoopAllocations.load(ordering: .relaxed) >= 1, "the counter sees loop-thread allocations")
         try thread.sync { relay.stop() }
         try thread.stop()

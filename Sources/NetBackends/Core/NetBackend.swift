@@ -109,7 +109,8 @@ open class NetBackend: @unchecked Sendable {
     private var discardBuffer: UnsafeMutableRawPointer?
     /// A call for frames in the backend's own buffers is queued on the loop (loop thread).
     private var resumeScheduled = false
-    private var resumeWork: (@Sendable () -> Void)?
+    /// Made once: queued per wake-up, it must not allocate (LoopWork).
+    private var resumeWork: LoopWork?
     private var reconcileWork: (@Sendable () -> Void)?
 
     public init(spec: BackendSpec, kind: String, name: String, eventLoop: NetEventLoop) {
@@ -122,7 +123,7 @@ open class NetBackend: @unchecked Sendable {
         self.logger = logger
         handlers = BackendHandlers(loop: eventLoop)
         // Queued work holds the backend weakly: it may be closed and gone by then.
-        resumeWork = { [weak self] in self?.resumeBufferedFrames() }
+        resumeWork = LoopWork { [weak self] in self?.resumeBufferedFrames() }
         reconcileWork = { [weak self] in self?.reconcileReceive() }
     }
 

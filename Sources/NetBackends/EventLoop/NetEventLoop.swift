@@ -40,7 +40,11 @@ public final class NetEventLoop: @unchecked Sendable {
     private var sources: [UInt64: EventSource] = [:]
     private var nextID: UInt64 = 1
     private var hooks: [@Sendable (_ timeoutMilliseconds: inout Int32) -> Void] = []
-    private var pending: [@Sendable () -> Void] = []
+    private var pending: [LoopWork] = []
+    /// The batch being run (loop thread only). Swapped with `pending` rather than copied, so
+    /// that both keep their storage and a steady stream of `execute` allocates nothing (a
+    /// backend's resume for frames in its own buffers goes through it per wake-up).
+    private var running: [LoopWork] = []
     private var stopped = false
     private var failure: (any Error)?
     private var loopThread: pthread_t?
@@ -105,6 +109,12 @@ public final class NetEventLoop: @unchecked Sendable {
 
     /// Runs `work` on the loop thread soon; callable from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {
+        execute(LoopWork(work))
+    }
+
+    /// `execute` for work made once and queued often (a backend's resume): a closure put
+    /// in an array is re-wrapped, which allocates each time; a `LoopWork` is not.
+    func execute(_ work: LoopWork) {
         lock.withLock { pending.append(work) }
         selector.signalEventFD()
     }
@@ -145,12 +155,15 @@ public final class NetEventLoop: @unchecked Sendable {
     }
 
     private func runPending() {
-        let work = lock.withLock { () -> [@Sendable () -> Void] in
-            let w = pending
-            pending.removeAll(keepingCapacity: true)
-            return w
+        lock.withLock { swap(&pending, &running) }
+        // By index, not `for in`: an iterator's copy of the array may outlive the loop and
+        // make `removeAll` allocate a new buffer.
+        var i = 0
+        while i < running.count {
+            running[i].run()
+            i += 1
         }
-        for w in work { w() }
+        running.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)
@@ -207,4 +220,10 @@ public final class NetEventLoop: @unchecked Sendable {
     func removeLocked(_ source: EventSource) {
         sources[source.id] = nil
     }
+}
+
+/// A closure queued on the loop as an object (see `NetEventLoop.execute(_:)`).
+final class LoopWork: Sendable {
+    let run: @Sendable () -> Void
+    init(_ run: @escaping @Sendable () -> Void) { self.run = run }
 }
