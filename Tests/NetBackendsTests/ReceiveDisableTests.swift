@@ -65,7 +65,7 @@ import Testing
         let s = state.current
         #expect(s.lateStarts == 0, "\(variant): \(s.lateStarts) receive callbacks started after disableReceive() returned")
         #expect(s.lateEnds == 0, "\(variant): \(s.lateEnds) receive callbacks were still running after disableReceive() returned")
-        #expect(s.calls > 0 && s.frames > 0, "\(variant): no frames reached the handler (calls \(s.calls), frames \(s.frames))")
+        #expect(s.calls > 0 && s.frames > 0, "\(variant): no frames reached the handler (calls \(s.calls), frames \(s.frames)) \(rig.diagnostics)")
         #expect(cyclesWithCallbacks > cycles / 4, "\(variant): only \(cyclesWithCallbacks) of \(cycles) enable cycles saw a callback")
         #expect(try lt.stop() == nil)
     }

@@ -38,6 +38,9 @@ import Testing
 
         var got: [[UInt8]] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
+        // Nothing is read until the sink has pushed back once, however slow the relay
+        // runs (a sanitizer, a loaded machine): the cut must resume where it stopped.
+        try Self.awaitPushBack(sink, lt)
         let deadline = Date().addingTimeInterval(20)
         while got.count < segments && Date() < deadline {
             usleep(2_000)   // slower than the relay: its sends keep finding the queue full
@@ -80,15 +83,22 @@ import Testing
         var cut: [[UInt8]] = []
         var buffer = [UInt8](repeating: 0, count: 70_000)
         var written = 0
-        let deadline = Date().addingTimeInterval(20)
+        var pushedBack = false
+        let pushDeadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(30)
         while cut.count < wire.count && Date() < deadline {
             // Write as the source's socket takes them (it holds fewer than 200), and read
-            // the sink slower than the relay writes it.
+            // the sink slower than the relay writes it, and only once it has pushed back
+            // (see awaitPushBack).
             while written < wire.count,
                   wire[written].withUnsafeBytes({ send(source.peer, $0.baseAddress, $0.count, cnb_MSG_DONTWAIT) }) > 0 {
                 written += 1
             }
             usleep(10_000)
+            if !pushedBack {
+                pushedBack = try lt.sync { sink.blockedSends > 0 } || Date() > pushDeadline
+                if !pushedBack { continue }
+            }
             let n = recv(sink.peer, &buffer, buffer.count, cnb_MSG_DONTWAIT)
             guard n > 12 else { continue }
             let d = Array(buffer[0..<n])
@@ -107,6 +117,13 @@ import Testing
         let stats = relay.forward.statistics
         #expect(stats.frames == UInt64(wire.count) && stats.gsoFrames > 0 && stats.totalDrops == 0,
                 "frames \(stats.frames) gso \(stats.gsoFrames) drops \(stats.totalDrops)")
+    }
+
+    /// Waits (at most 10 s) until the relay found `sink`'s queue full once. Read on the
+    /// loop thread, which owns the count.
+    static func awaitPushBack(_ sink: DatagramPairBackend, _ lt: LoopThread) throws {
+        let deadline = Date().addingTimeInterval(10)
+        while try !(lt.sync { sink.blockedSends > 0 }), Date() < deadline { usleep(2_000) }
     }
 
     @Test func superFrameCutForPlainStreamSurvivesAStoppedPeer() throws {

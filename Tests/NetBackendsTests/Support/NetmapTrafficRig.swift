@@ -46,6 +46,11 @@ final class NetmapTrafficRig: TrafficRig, @unchecked Sendable {   // its sends r
         }
     }
 
+    override var diagnostics: String {
+        let b = backend as! NetmapBackend
+        return "ring-echo \(helper.status()), stderr: \(helper.stderr); peer faults \(b.peerFaults); \(b.statistics.snapshot())"
+    }
+
     override func stopFlood() {
         flood?.stop()
         flood = nil

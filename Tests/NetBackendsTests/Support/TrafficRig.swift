@@ -75,6 +75,8 @@ class TrafficRig {
     func stopFlood() {}
     /// Something that replaces the backend's descriptor under it (a helper restart).
     func disturb(_ lt: LoopThread) throws {}
+    /// What a failed expectation should also print: the peer's state, if the rig has one.
+    var diagnostics: String { "" }
 
     /// Stops the peer and closes the backend.
     func close() {

@@ -5,20 +5,16 @@ import Glibc
 
 /// One passt child: started in the foreground (`-f`) with its end of a unix stream
 /// socketpair (`-F FD`, which also makes passt quit when that socket closes: passt(1),
-/// "--fd ... implies --one-off"), named by a pidfd so that signals and reaping can only
-/// ever reach this child, even after its pid is reused.
+/// "--fd ... implies --one-off"); the process itself is a `ChildProcess` (a pidfd).
 final class PasstProcess {
-    let pid: pid_t
-    /// Readable once the child has exited (pidfd_open(2)).
-    let pidfd: Int32
-    private var reaped = false
+    let child: ChildProcess
+    var pid: pid_t { child.pid }
+    /// Readable once the child has exited.
+    var pidfd: Int32 { child.pidfd }
 
-    private init(pid: pid_t, pidfd: Int32) {
-        self.pid = pid
-        self.pidfd = pidfd
+    private init(child: ChildProcess) {
+        self.child = child
     }
-
-    deinit { if pidfd >= 0 { Glibc.close(pidfd) } }
 
     /// The `passt` program on PATH, or nil.
     static func locate() -> String? {
@@ -64,25 +60,18 @@ final class PasstProcess {
         defer { if ready[0] >= 0 { Glibc.close(ready[0]) } }
         var args = [executable, "-f", "-q", "-F", String(pair[1])] + arguments
         if awaitReady { args += ["-P", "/proc/self/fd/\(ready[1])"] }
-        let pid: pid_t
-        do throws(NetBackendError) {
-            pid = try spawn(executable, args, passing: [pair[1]] + (awaitReady ? [ready[1]] : []))
+        let passed = [pair[1]] + (awaitReady ? [ready[1]] : [])
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.spawn(executable, arguments: args, name: "passt",
+                                           descriptors: passed.map { ($0, $0) }, defaultSIGPIPE: true)
         } catch {
             Glibc.close(pair[0])
             if ready[1] >= 0 { Glibc.close(ready[1]) }
-            throw error
+            throw .system(error)
         }
         if ready[1] >= 0 { Glibc.close(ready[1]) }
-        let pidfd = cnb_pidfd_open(pid)
-        guard pidfd >= 0 else {
-            let e = errno
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            Glibc.close(pair[0])
-            throw .system(SystemCallError(call: "pidfd_open", device: "passt (pid \(pid))", errno: e))
-        }
-        let process = PasstProcess(pid: pid, pidfd: pidfd)
+        let process = PasstProcess(child: child)
         if awaitReady {
             do throws(NetBackendError) { try process.awaitPidFile(ready[0]) } catch {
                 process.terminate()
@@ -92,38 +81,6 @@ final class PasstProcess {
         }
         _ = fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK)
         return (process, pair[0])
-    }
-
-    /// posix_spawn with `fds` inherited under their own numbers, stdout onto stderr (nothing
-    /// but `ready` may reach netbe's stdout before it), an empty signal mask (netbe blocks
-    /// SIGINT/SIGTERM for its signalfd), default SIGPIPE, and a process group of its own so
-    /// that a terminal's Ctrl-C reaches only netbe, which then stops passt itself.
-    private static func spawn(_ path: String, _ args: [String], passing fds: [Int32]) throws(NetBackendError) -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        // dup2 onto the same number clears close-on-exec (glibc >= 2.29).
-        for fd in fds { posix_spawn_file_actions_adddup2(&actions, fd, fd) }
-        posix_spawn_file_actions_adddup2(&actions, 2, 1)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
-        let cArgs = args.map { strdup($0) }
-        defer { cArgs.forEach { free($0) } }
-        var argv = cArgs + [nil]
-        var pid: pid_t = 0
-        let r = posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
-        if r != 0 { throw .system(SystemCallError(call: "posix_spawn \(path)", device: "passt", errno: r)) }
-        return pid
     }
 
     private func awaitPidFile(_ fd: Int32) throws(NetBackendError) {
@@ -138,36 +95,14 @@ final class PasstProcess {
     }
 
     /// The child's wait status once it has exited (nil while it runs, or if reaped already).
-    func reap(blocking: Bool) -> Int32? {
-        guard !reaped else { return nil }
-        var status: Int32 = 0
-        let r = cnb_pidfd_wait(pidfd, blocking ? 0 : 1, &status)
-        if r == 1 { reaped = true; return status }
-        if r < 0 { reaped = true }
-        return nil
-    }
+    func reap(blocking: Bool) -> Int32? { child.reap(blocking: blocking) }
 
-    /// Signals this child only (pidfd_send_signal(2)); nothing once it has been reaped.
-    func signal(_ sig: Int32) {
-        guard !reaped else { return }
-        _ = cnb_pidfd_send_signal(pidfd, sig)
-    }
+    /// Signals this child only; nothing once it has been reaped.
+    func signal(_ sig: Int32) { child.signal(sig) }
 
     /// SIGTERM, a second to go, then SIGKILL; always reaped. Used when netbe stops (its
     /// socket is closed first, so passt is normally gone already).
-    func terminate() {
-        guard !reaped else { return }
-        signal(SIGTERM)
-        var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-        if poll(&p, 1, 1000) <= 0 { signal(SIGKILL) }
-        _ = reap(blocking: true)
-    }
+    func terminate() { child.terminate(first: SIGTERM, grace: 1000) }
 
-    /// "exited with status N" or "was killed by signal N (NAME)".
-    static func describe(status: Int32?) -> String {
-        guard let s = status else { return "exited" }
-        let signal = s & 0x7f
-        if signal == 0 { return "exited with status \((s >> 8) & 0xff)" }
-        return "was killed by signal \(signal) (\(String(cString: strsignal(signal))))"
-    }
+    static func describe(status: Int32?) -> String { ChildProcess.describe(status: status) }
 }

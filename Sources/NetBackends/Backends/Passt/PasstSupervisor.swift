@@ -5,12 +5,10 @@ import Glibc
 
 /// Keeps one passt child serving the stream backend it belongs to: watches the child's
 /// pidfd on the event loop, logs a death, and starts a new passt on a timer (never
-/// blocking the loop), handing netbe's new socket end to the stream. More than
-/// `maximumDeaths` deaths within `deathWindowSeconds` end netbe with exit 1.
-/// Stops the child when the backend closes.
+/// blocking the loop), handing netbe's new socket end to the stream, within the slirp
+/// helper's `RestartBudget` (5 deaths in 10 s, then netbe exits 1). Stops the child when
+/// the backend closes.
 final class PasstSupervisor: StreamPeerOwner, @unchecked Sendable {
-    static let maximumDeaths = 5
-    static let deathWindowSeconds = 10.0
 
     let executable: String
     let arguments: [String]
@@ -22,7 +20,7 @@ final class PasstSupervisor: StreamPeerOwner, @unchecked Sendable {
     private var process: PasstProcess?
     private var exitSource: EventSource?
     private var restartTimer: EventSource?
-    private var deaths: [Double] = []
+    private var budget = RestartBudget(deaths: 5, seconds: 10)
     private var closing = false
 
     init(executable: String, arguments: [String], loop: NetEventLoop) {
@@ -52,19 +50,18 @@ final class PasstSupervisor: StreamPeerOwner, @unchecked Sendable {
         let how = PasstProcess.describe(status: p.reap(blocking: false))
         // The stream may not have read end of file yet: end the connection now.
         stream?.detachFromHandler("passt \(how)", badInput: false)
-        let now = Self.monotonicSeconds()
-        deaths = deaths.filter { now - $0 < Self.deathWindowSeconds } + [now]
-        if deaths.count > Self.maximumDeaths {
-            log.error("passt (pid \(p.pid)) \(how); it died \(deaths.count) times within \(Int(Self.deathWindowSeconds)) s, giving up")
-            loop.stop(throwing: NetBackendError.deviceGone("passt keeps dying (\(deaths.count) times within \(Int(Self.deathWindowSeconds)) s, last: \(how))"))
-            return
-        }
-        let delay = 100 << (deaths.count - 1)
-        log.warning("passt (pid \(p.pid)) \(how); restarting it in \(delay) ms")
-        do {
-            restartTimer = try loop.addTimer(name: "passt restart", intervalMilliseconds: delay) { [weak self] in self?.restart() }
-        } catch {
-            loop.stop(throwing: NetBackendError.system(error))
+        switch budget.recordDeath() {
+        case .giveUp(let deaths):
+            log.error("passt (pid \(p.pid)) \(how); it died \(deaths) times within \(budget.seconds) s, giving up")
+            loop.stop(throwing: NetBackendError.deviceGone("passt keeps dying (\(deaths) times within \(budget.seconds) s, last: \(how))"))
+        case .restart(let delay):
+            log.warning("passt (pid \(p.pid)) \(how); restarting it in \(delay) ms")
+            do {
+                // A one-shot timer even for 0 ms: the restart never runs inside this handler.
+                restartTimer = try loop.addTimer(name: "passt restart", intervalMilliseconds: max(delay, 1)) { [weak self] in self?.restart() }
+            } catch {
+                loop.stop(throwing: NetBackendError.system(error))
+            }
         }
     }
 
@@ -103,11 +100,5 @@ final class PasstSupervisor: StreamPeerOwner, @unchecked Sendable {
         exitSource = nil
         process?.terminate()
         process = nil
-    }
-
-    static func monotonicSeconds() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }

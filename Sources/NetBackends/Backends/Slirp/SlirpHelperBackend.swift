@@ -46,7 +46,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
     /// One-shot: back-off, handshake deadline, or grace before SIGKILL.
     var timer: EventSource?
     let program: String
-    var recentDeaths: [Int64] = []
+    var restartBudget: RestartBudget
     /// The helper's drop totals last heard (after send, then before receive, by reason).
     var helperDrops = [UInt64](repeating: 0, count: 2 * DropReason.allCases.count)
     var log: Logger { logger }
@@ -69,6 +69,7 @@ public final class SlirpHelperBackend: SeqpacketBackend, @unchecked Sendable {
         self.configuration = configuration
         // Resolved now: after a privilege drop /proc/self/exe may no longer be readable.
         program = Self.executable ?? Self.ownExecutable()
+        restartBudget = RestartBudget(deaths: Self.restartLimit.deaths, seconds: Self.restartLimit.seconds)
         let h = try SlirpHelperProcess.start(executable: program, specText: spec.text)
         helper = h
         helperPID = h.pid

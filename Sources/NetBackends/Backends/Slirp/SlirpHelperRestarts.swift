@@ -59,22 +59,19 @@ extension SlirpHelperBackend {
         helper?.closeSocket()
         helper = nil
         log.error("slirp helper (pid \(pid)) \(how ?? SlirpHelperProcess.describe(status: status)); restarting it")
-        let now = SlirpStack.nowMilliseconds()
-        let limit = Self.restartLimit
-        recentDeaths = recentDeaths.filter { now - $0 < Int64(limit.seconds) * 1000 } + [now]
-        if recentDeaths.count > limit.deaths {
+        switch restartBudget.recordDeath() {
+        case .giveUp(let deaths):
             phase = .stopped
             // The loop's caller reports it (netbe logs it and exits 1).
-            let why = "slirp helper died \(recentDeaths.count) times within \(limit.seconds) s; giving up"
+            let why = "slirp helper died \(deaths) times within \(restartBudget.seconds) s; giving up"
             eventLoop.stop(throwing: NetBackendError.deviceGone(why))
-            return
-        }
-        phase = .waiting
-        let n = recentDeaths.count
-        if n <= 1 {
-            startReplacement()
-        } else {
-            armTimer(milliseconds: 100 << min(n - 2, 4)) { [weak self] in self?.startReplacement() }
+        case .restart(let delay):
+            phase = .waiting
+            if delay == 0 {
+                startReplacement()
+            } else {
+                armTimer(milliseconds: delay) { [weak self] in self?.startReplacement() }
+            }
         }
     }
 
