@@ -2,10 +2,8 @@
 // libFuzzer targets for NetBackends, outside the main package so that nothing there is
 // built with the fuzzer's instrumentation. Build and run (see README.md here):
 //   swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -g
-//   .build/release/fuzz-spec Corpus/fuzz-spec -max_total_time=60
+//   .build/release/netbe-fuzz fuzz-spec Corpus/fuzz-spec -max_total_time=60
 import PackageDescription
-
-let targets = ["fuzz-spec", "fuzz-stream", "fuzz-seqpacket", "fuzz-slirp-input", "fuzz-virtio-net", "fuzz-offload"]
 
 let package = Package(
     name: "NetBackendsFuzz",
@@ -15,8 +13,8 @@ let package = Package(
         // Calls libFuzzer's driver from a Swift `main` (SwiftPM renames an executable's
         // own `main`, so libFuzzer's would never run).
         .target(name: "FuzzDriver"),
-    ] + targets.map {
-        .executableTarget(name: $0, dependencies: ["FuzzDriver", .product(name: "NetBackends", package: "NetBackends")])
-    },
+        // Every target in one executable, chosen by its first argument (see main.swift).
+        .executableTarget(name: "netbe-fuzz", dependencies: ["FuzzDriver", .product(name: "NetBackends", package: "NetBackends")]),
+    ],
     swiftLanguageModes: [.v6]
 )

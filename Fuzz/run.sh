@@ -22,7 +22,7 @@ for t in "${targets[@]}"; do
     work=$(mktemp -d /tmp/netbe-fuzz.XXXXXX)
     cp -r "Corpus/$t" "$work/corpus"
     # The Swift runtime's backtracer would catch the crash before libFuzzer saves its input.
-    if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$bin/$t" "$work/corpus" -max_total_time="$seconds" \
+    if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$bin/netbe-fuzz" "$t" "$work/corpus" -max_total_time="$seconds" \
            -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
            >"$work/log" 2>&1; then
         execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | grep -o '[0-9]*$' || echo 0)

@@ -45,11 +45,13 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
     var destination = ResolvedSocketAddress() {
         didSet { destination.withSockaddr { p, len in destinationStorage.copyMemory(from: p, byteCount: Int(len)) } }
     }
-    private let destinationStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    private var destinationStorage: UnsafeMutableRawPointer { destinationBox.pointer }
+    private let destinationBox = SockaddrStorageBox()
     /// A hub member's own sender address: its frames come back looped and are skipped.
     var ownAddress: ResolvedSocketAddress?
     /// recvmsg's source address, preallocated.
-    private let senderStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    private var senderStorage: UnsafeMutableRawPointer { senderBox.pointer }
+    private let senderBox = SockaddrStorageBox()
     private var senderWaiting = false
     private let isUDP: Bool
     /// A unix unicast socket is connected to `remote` whenever the peer is there: only a
@@ -110,11 +112,7 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
         }
     }
 
-    deinit {
-        close()
-        senderStorage.deallocate()
-        destinationStorage.deallocate()
-    }
+    deinit { close() }
 
     private func openUnicast() throws(NetBackendError) {
         let remote = self.remote!
@@ -317,4 +315,12 @@ public final class DgramBackend: NetBackend, @unchecked Sendable {
             boundUnixPath = nil
         }
     }
+}
+
+/// A `sockaddr_storage` for sendmsg/recvmsg to point at, allocated once per backend. A
+/// box rather than a raw allocation in the backend: when the backend's init throws
+/// before its deinit could run, the box still frees it.
+final class SockaddrStorageBox {
+    let pointer = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
+    deinit { pointer.deallocate() }
 }
