@@ -1,22 +1,6 @@
 import Foundation
-import MallocInterposerSwift
 import NetBackends
-import Synchronization
 import Testing
-
-/// The control step's allocation, held past the counting window (shared by the allocation tests).
-nonisolated(unsafe) var allocationControlBlock: UnsafeMutableRawPointer?
-
-// The allocation hook is a C function pointer: it reaches its state through globals.
-// It counts only allocations made on the relay's loop thread, so tests running in
-// parallel elsewhere in this process do not disturb the count.
-nonisolated(unsafe) private var watchedThread = pthread_t()
-private let loopThreadAllocations = Atomic<Int>(0)
-private let countLoopThreadAllocations: MallocInterposerSwift.AllocationHook = { _ in
-    if pthread_equal(watchedThread, pthread_self()) != 0 {
-        loopThreadAllocations.add(1, ordering: .relaxed)
-    }
-}
 
 /// The hot path allocates nothing: two taps relayed in this process by `Relay` on its own
 /// event-loop thread while a TCP transfer runs through them; malloc-interposer counts every
@@ -46,39 +30,21 @@ private let countLoopThreadAllocations: MallocInterposerSwift.AllocationHook = {
         let warmBack = try TcpTransfer.run(from: b, to: a, host: "10.91.0.1", port: 5303, bytes: 1 << 20, seed: 3)
         #expect(warmBack.sent == warmBack.received)
 
-        watchedThread = try thread.sync { pthread_self() }
-        MallocInterposerSwift.setAllocationHook(countLoopThreadAllocations)
-        defer { MallocInterposerSwift.setAllocationHook(nil) }
         let framesBefore = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames }
         let bytesBefore = try thread.sync { (relay.forward.statistics.bytes, relay.backward.statistics.bytes) }
-        loopThreadAllocations.store(0, ordering: .relaxed)
-        MallocInterposerSwift.hook()
-        let measured = Result { try TcpTransfer.run(from: a, to: b, host: "10.91.0.2", port: 5302, bytes: 32 << 20, seed: 2) }
-        let measuredBack = Result { try TcpTransfer.run(from: b, to: a, host: "10.91.0.1", port: 5304, bytes: 32 << 20, seed: 4) }
-        MallocInterposerSwift.unhook()
-        let allocations = loopThreadAllocations.load(ordering: .relaxed)
+        let m = try LoopAllocationCounter.measure(on: thread) {
+            (Result { try TcpTransfer.run(from: a, to: b, host: "10.91.0.2", port: 5302, bytes: 32 << 20, seed: 2) },
+             Result { try TcpTransfer.run(from: b, to: a, host: "10.91.0.1", port: 5304, bytes: 32 << 20, seed: 4) })
+        }
         let frames = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames } - framesBefore
         let bytes = try thread.sync { (relay.forward.statistics.bytes, relay.backward.statistics.bytes) }
-        let (sent, received) = try measured.get()
-        let (sentBack, receivedBack) = try measuredBack.get()
+        let (sent, received) = try m.value.0.get()
+        let (sentBack, receivedBack) = try m.value.1.get()
         #expect(sent == received && sentBack == receivedBack, "the transfers arrived whole")
         #expect(bytes.0 - bytesBefore.0 >= 32 << 20 && bytes.1 - bytesBefore.1 >= 32 << 20,
                 "32 MiB crossed the relay each way while counting: \(bytes) bytes in \(frames) frames")
-        #expect(allocations == 0, "\(allocations) allocations on the loop thread for \(frames) frames")
-
-        // Control: an allocation on the loop thread while counting is seen.
-        loopThreadAllocations.store(0, ordering: .relaxed)
-        MallocInterposerSwift.hook()
-        let made = try thread.sync { () -> Int in
-            // Kept in a global until after unhook: an allocation freed at once may be
-            // optimised away, and the control would prove nothing.
-            allocationControlBlock = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-            return 1
-        }
-        MallocInterposerSwift.unhook()
-        allocationControlBlock?.deallocate()
-        allocationControlBlock = nil
-        #expect(made == 1 && loopThreadAllocations.load(ordering: .relaxed) >= 1, "the counter sees loop-thread allocations")
+        #expect(m.allocations == 0, "\(m.allocations) allocations on the loop thread for \(frames) frames")
+        #expect(m.controlSeen, "the counter sees loop-thread allocations")
         try thread.sync { relay.stop() }
         try thread.stop()
     }

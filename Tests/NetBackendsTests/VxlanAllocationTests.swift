@@ -1,16 +1,6 @@
 import Foundation
-import MallocInterposerSwift
 import NetBackends
-import Synchronization
 import Testing
-
-nonisolated(unsafe) private var vxlanLoopThread = pthread_t()
-private let vxlanLoopAllocations = Atomic<Int>(0)
-private let countVxlanLoopAllocations: MallocInterposerSwift.AllocationHook = { _ in
-    if pthread_equal(vxlanLoopThread, pthread_self()) != 0 {
-        vxlanLoopAllocations.add(1, ordering: .relaxed)
-    }
-}
 
 /// The vxlan hot path allocates nothing: a tap and a `vxlan` backend (its socket in the
 /// underlay namespace through `netns=`) relayed in this process on their own loop thread,
@@ -34,35 +24,18 @@ private let countVxlanLoopAllocations: MallocInterposerSwift.AllocationHook = { 
         let warmBack = try TcpTransfer.run(from: rig.kernel, to: rig.guest, host: "192.168.42.1", port: 5313, bytes: 1 << 20, seed: 3)
         #expect(warmBack.sent == warmBack.received)
 
-        vxlanLoopThread = try thread.sync { pthread_self() }
-        MallocInterposerSwift.setAllocationHook(countVxlanLoopAllocations)
-        defer { MallocInterposerSwift.setAllocationHook(nil) }
         let framesBefore = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames }
-        vxlanLoopAllocations.store(0, ordering: .relaxed)
-        MallocInterposerSwift.hook()
-        let there = Result { try TcpTransfer.run(from: rig.guest, to: rig.kernel, host: "192.168.42.2", port: 5312, bytes: 16 << 20, seed: 2) }
-        let back = Result { try TcpTransfer.run(from: rig.kernel, to: rig.guest, host: "192.168.42.1", port: 5314, bytes: 16 << 20, seed: 4) }
-        MallocInterposerSwift.unhook()
-        let allocations = vxlanLoopAllocations.load(ordering: .relaxed)
+        let m = try LoopAllocationCounter.measure(on: thread) {
+            (Result { try TcpTransfer.run(from: rig.guest, to: rig.kernel, host: "192.168.42.2", port: 5312, bytes: 16 << 20, seed: 2) },
+             Result { try TcpTransfer.run(from: rig.kernel, to: rig.guest, host: "192.168.42.1", port: 5314, bytes: 16 << 20, seed: 4) })
+        }
         let frames = try thread.sync { relay.forward.statistics.frames + relay.backward.statistics.frames } - framesBefore
-        let (sent, received) = try there.get()
-        let (sentBack, receivedBack) = try back.get()
+        let (sent, received) = try m.value.0.get()
+        let (sentBack, receivedBack) = try m.value.1.get()
         #expect(sent == received && sentBack == receivedBack, "the transfers arrived whole")
         #expect(frames > 5_000, "\(frames) frames crossed while counting")
-        #expect(allocations == 0, "\(allocations) allocations on the loop thread for \(frames) frames")
-
-        vxlanLoopAllocations.store(0, ordering: .relaxed)
-        MallocInterposerSwift.hook()
-        let made = try thread.sync { () -> Int in
-            // Kept in a global until after unhook: an allocation freed at once may be
-            // optimised away, and the control would prove nothing.
-            allocationControlBlock = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-            return 1
-        }
-        MallocInterposerSwift.unhook()
-        allocationControlBlock?.deallocate()
-        allocationControlBlock = nil
-        #expect(made == 1 && vxlanLoopAllocations.load(ordering: .relaxed) >= 1, "the counter sees loop-thread allocations")
+        #expect(m.allocations == 0, "\(m.allocations) allocations on the loop thread for \(frames) frames")
+        #expect(m.controlSeen, "the counter sees loop-thread allocations")
         try thread.sync { relay.stop() }
         try thread.stop()
     }
