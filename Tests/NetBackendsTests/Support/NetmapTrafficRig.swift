@@ -19,6 +19,21 @@ final class NetmapTrafficRig: TrafficRig, @unchecked Sendable {   // its sends r
                                     "--frames", "\(Int32.max)", "--idle", "60"], fds: [shared.fd, kick.fd, wake.fd])
         super.init(backend: try NetmapBackend(sharedMemory: shared, kick: kick, wake: wake,
                                               spec: try BackendSpec(parsing: "vale0:rig"), eventLoop: loop))
+        try awaitEcho()
+    }
+
+    /// One frame there and back before the rig is handed out (the loop is not running
+    /// yet, so this thread may drive the backend): a helper that starts slowly (a
+    /// sanitizer's start-up on a loaded machine) must not look like frames never coming.
+    private func awaitEcho() throws {
+        send(1)
+        let buffer = FrameBuffer()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if case .frame = try backend.receive(into: buffer) { return }
+            usleep(1000)
+        }
+        throw TestFailure("the ring-echo helper sent nothing back within 30 s: \(diagnostics)")
     }
 
     /// Sends `count` frames (dropped ones again later) on the loop thread; the echo
