@@ -91,10 +91,7 @@ final class ChildProcess: @unchecked Sendable {
     /// True once the child has exited, waiting at most `milliseconds` for it.
     func awaitExit(milliseconds: Int32) -> Bool {
         if isReaped { return true }
-        var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-        var r: Int32
-        repeat { r = poll(&p, 1, milliseconds) } while r < 0 && errno == EINTR
-        return r > 0
+        return (try? Syscall.poll(pidfd, POLLIN, milliseconds: milliseconds, device: name)) ?? true
     }
 
     /// `first` (if any), `grace` milliseconds to go, then SIGKILL; always reaped. Blocks:

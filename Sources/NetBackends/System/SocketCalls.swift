@@ -18,6 +18,13 @@ enum SocketCall {
         return try Syscall.check("socket", device: device) { socket(family, type | flags, 0) }
     }
 
+    /// A connected unix socketpair of `type`, close-on-exec, both ends blocking.
+    static func pair(type: Int32, device: String) throws(SystemCallError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        try Syscall.check("socketpair", device: device) { socketpair(AF_UNIX, type | cloexec, 0, &fds) }
+        return (fds[0], fds[1])
+    }
+
     static func setNonBlocking(_ fd: Int32, device: String) throws(SystemCallError) {
         let flags = try Syscall.check("fcntl F_GETFL", device: device) { fcntl(fd, F_GETFL) }
         try Syscall.check("fcntl F_SETFL", device: device) { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }

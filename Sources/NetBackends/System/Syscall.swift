@@ -94,6 +94,13 @@ enum Syscall {
         try check(name, device: device) { cnb_ioctl_ulong(fd, request, value) }
     }
 
+    /// Waits up to `milliseconds` for `events` on `fd`: true if any came (or the descriptor
+    /// hung up), false on timeout.
+    static func poll(_ fd: Int32, _ events: Int32, milliseconds: Int32, device: @autoclosure () -> String) throws(SystemCallError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(events), revents: 0)
+        return try check("poll", device: device()) { Glibc.poll(&p, 1, milliseconds) } > 0
+    }
+
     static func open(_ path: String, _ flags: Int32, device: String) throws(SystemCallError) -> Int32 {
         try check("open \(path)", device: device) { Glibc.open(path, flags) }
     }

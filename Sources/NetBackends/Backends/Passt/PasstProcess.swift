@@ -35,9 +35,7 @@ final class PasstProcess {
     /// event loop): frames sent meanwhile wait in the socket.
     static func start(executable: String, arguments: [String], awaitReady: Bool) throws(NetBackendError) -> (PasstProcess, Int32) {
         var pair: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, cnb_SOCK_STREAM | cnb_SOCK_CLOEXEC, 0, &pair) == 0 else {
-            throw .system(SystemCallError(call: "socketpair", device: "passt", errno: errno))
-        }
+        do { (pair[0], pair[1]) = try SocketCall.pair(type: SocketCall.stream, device: "passt") } catch { throw .system(error) }
         defer { Glibc.close(pair[1]) }   // passt holds its end; ours would keep EOF away
         // passt enlarges the buffers of a socket it accepts itself, not of one handed in
         // with -F: give both ends 4 MiB, as the helper socket of `slirp` has.
@@ -47,13 +45,14 @@ final class PasstProcess {
         }
         var ready: [Int32] = [-1, -1]
         if awaitReady {
-            guard pipe(&ready) == 0 else {
-                let e = errno
+            do throws(SystemCallError) {
+                try Syscall.check("pipe", device: "passt") { pipe(&ready) }
+                for fd in ready { try Syscall.check("fcntl F_SETFD", device: "passt") { fcntl(fd, F_SETFD, FD_CLOEXEC) } }
+            } catch {
                 Glibc.close(pair[0])
-                throw .system(SystemCallError(call: "pipe", device: "passt", errno: e))
+                for fd in ready where fd >= 0 { Glibc.close(fd) }
+                throw .system(error)
             }
-            _ = fcntl(ready[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(ready[1], F_SETFD, FD_CLOEXEC)
             // passt opens its PID file after dropping to nobody (when started as root).
             _ = fchmod(ready[1], 0o622)
         }
@@ -84,10 +83,9 @@ final class PasstProcess {
     }
 
     private func awaitPidFile(_ fd: Int32) throws(NetBackendError) {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        var r: Int32
-        repeat { r = poll(&p, 1, 10_000) } while r < 0 && errno == EINTR
-        if r == 0 { throw .deviceGone("passt (pid \(pid)) was not ready within 10 s") }
+        let answered: Bool
+        do { answered = try Syscall.poll(fd, POLLIN, milliseconds: 10_000, device: "passt (pid \(pid)) PID file pipe") } catch { throw .system(error) }
+        if !answered { throw .deviceGone("passt (pid \(pid)) was not ready within 10 s") }
         var byte: UInt8 = 0
         if read(fd, &byte, 1) == 1 { return }
         let how = Self.describe(status: reap(blocking: true))

@@ -42,10 +42,9 @@ final class SlirpHelperProcess: @unchecked Sendable {
             do throws(NetBackendError) { return .success(try spawn(executable: executable, specText: specText)) } catch { return .failure(error) }
         }.get()
         do throws(NetBackendError) {
-            var p = pollfd(fd: helper.fd, events: Int16(POLLIN), revents: 0)
-            var r: Int32
-            repeat { r = poll(&p, 1, 15_000) } while r < 0 && errno == EINTR
-            if r == 0 { throw .deviceGone("slirp helper (pid \(helper.pid)) did not start within 15 s") }
+            let answered: Bool
+            do { answered = try Syscall.poll(helper.fd, POLLIN, milliseconds: 15_000, device: "slirp helper (pid \(helper.pid))") } catch { throw .system(error) }
+            if !answered { throw .deviceGone("slirp helper (pid \(helper.pid)) did not start within 15 s") }
             switch try helper.readHandshake() {
             case .ready: break
             case .nothingYet: throw .deviceGone("slirp helper (pid \(helper.pid)) sent nothing")
@@ -72,11 +71,8 @@ final class SlirpHelperProcess: @unchecked Sendable {
 
     /// socketpair, then the helper with its end as fd 3; our end is made non-blocking.
     private static func spawn(executable: String, specText: String) throws(NetBackendError) -> SlirpHelperProcess {
-        var pair: [Int32] = [-1, -1]
-        if socketpair(AF_UNIX, SocketCall.seqpacket | SocketCall.cloexec, 0, &pair) < 0 {
-            throw .system(SystemCallError(call: "socketpair", device: "slirp helper", errno: errno))
-        }
-        let ours = pair[0], theirs = pair[1]
+        let ours: Int32, theirs: Int32
+        do { (ours, theirs) = try SocketCall.pair(type: SocketCall.seqpacket, device: "slirp helper") } catch { throw .system(error) }
         defer { _ = Glibc.close(theirs) }   // the helper holds its own copy
         let args = SlirpHelper.Invocation(fd: helperFD, parent: getpid(), spec: specText).arguments(program: executable)
         let child: ChildProcess
