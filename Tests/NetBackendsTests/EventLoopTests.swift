@@ -91,6 +91,22 @@ import Testing
         #expect(try lt.join() == nil)
     }
 
+    /// A loop that was stopped (with an error) runs again, without that stop or error:
+    /// a VMM pauses its network and resumes it on the same loop and backends.
+    @Test func aStoppedLoopRunsAgain() throws {
+        let loop = try NetEventLoop()
+        let first = try LoopThread(loop)
+        first.loop.execute { [loop] in loop.stop(throwing: Boom(code: 1)) }
+        #expect(try first.join() as? Boom == Boom(code: 1))
+        let ran = Locked(false)
+        let second = try LoopThread(loop)
+        loop.execute { ran.withLock { $0 = true } }
+        try waitUntil(2, "work on the loop run again") { ran.current }
+        usleep(20_000)
+        loop.stop()
+        #expect(try second.join() == nil, "the first run's error was thrown again")
+    }
+
     // MARK: a hung-up descriptor must not make the loop spin
 
     enum Hangup: String, CaseIterable, CustomTestStringConvertible {

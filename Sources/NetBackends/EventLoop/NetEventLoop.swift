@@ -129,6 +129,7 @@ public final class NetEventLoop: @unchecked Sendable {
     }
 
     /// Waits and dispatches until `stop`. Throws the error given to `stop(throwing:)`.
+    /// A stop that came before `run()` ends it at once; after it returned, it may run again.
     public func run() throws {
         lock.withLock { loopThread = pthread_self() }
         defer { lock.withLock { loopThread = nil } }
@@ -138,7 +139,10 @@ public final class NetEventLoop: @unchecked Sendable {
         while true {
             lock.lock()
             if stopped {
+                // The stop is used up: a later run() serves again (a paused VMM resumes).
                 let f = failure
+                stopped = false
+                failure = nil
                 lock.unlock()
                 if let f { throw f }
                 return
