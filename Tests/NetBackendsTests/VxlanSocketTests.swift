@@ -105,6 +105,30 @@ import Testing
         #expect(a.statistics.gsoFrames == 1 && a.statistics.softwareSegmented == 1)
     }
 
+    /// Two remotes and a destination not learned: every remote gets every segment.
+    @Test func floodedTSOFrameReachesEveryRemote() throws {
+        let loop = try NetEventLoop()
+        let pa = try freeLoopbackPort(udp: true), pb = try freeLoopbackPort(udp: true), pc = try freeLoopbackPort(udp: true)
+        let a = try BackendRegistry.shared.open("vxlan,vni=42,local=udp:127.0.0.1:\(pa),remote=udp:127.0.0.1:\(pb),remote=udp:127.0.0.1:\(pc)", on: loop)
+        let b = try BackendRegistry.shared.open("vxlan,vni=42,local=udp:127.0.0.1:\(pb),remote=udp:127.0.0.1:\(pa),gro=off", on: loop)
+        let c = try BackendRegistry.shared.open("vxlan,vni=42,local=udp:127.0.0.1:\(pc),remote=udp:127.0.0.1:\(pa)", on: loop)
+        defer { a.close(); b.close(); c.close() }
+        try a.setCapabilities([.csum, .hostTSO4], vnetHeaderLength: 10)
+        let superFrame = OffloadTests.segment(seq: 1, payload: OffloadTests.payload(9000, seed: 1))
+        let expected = OffloadTests.cut(superFrame, gsoSize: 1448)
+        let frame = Array(Self.header(gsoType: VirtioNetHeader.GSOType.tcpv4.rawValue, gsoSize: 1448).prefix(10)) + superFrame
+        #expect(try frame.withUnsafeBytes { try a.send($0, more: true) } == .sent(superFrame.count))
+        try a.flush()
+        let buffer = FrameBuffer()
+        for receiver in [b, c] {
+            for (i, segment) in expected.enumerated() {
+                #expect(try VxlanSocketTests.receive(receiver, buffer) == .frame(length: segment.count), "\(receiver.name) segment \(i)")
+                #expect(Array(buffer.payload(afterHeader: 0)) == segment, "\(receiver.name) segment \(i) differs")
+            }
+            #expect(try receiver.receive(into: buffer) == .empty)
+        }
+    }
+
     @Test func partialChecksumIsFinished() throws {
         let loop = try NetEventLoop()
         let (a, b) = try Self.pair(loop)
