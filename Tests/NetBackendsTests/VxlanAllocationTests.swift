@@ -4,8 +4,9 @@ import Testing
 
 /// The vxlan hot path allocates nothing: a tap and a `vxlan` backend (its socket in the
 /// underlay namespace through `netns=`) relayed in this process on their own loop thread,
-/// against the kernel's vxlan device in B, while TCP runs both ways (UDP GSO gathering on
-/// send, UDP GRO reads and learning on receive). A control step proves the counter works.
+/// against the kernel's vxlan device in B, while TCP runs both ways (TSO frames cut into
+/// the UDP GSO batch on send, UDP GRO reads and learning on receive). A control step
+/// proves the counter works.
 @Suite(.serialized) struct VxlanAllocationTests {
     @Test func relayingTapToVxlanAllocatesNothingPerFrame() throws {
         let rig = try VxlanTests.Rig()
@@ -36,6 +37,13 @@ import Testing
         #expect(frames > 5_000, "\(frames) frames crossed while counting")
         #expect(m.allocations == 0, "\(m.allocations) allocations on the loop thread for \(frames) frames")
         #expect(m.controlSeen, "the counter sees loop-thread allocations")
+        // The path counted is the TSO one: the tap's super-frames reach vxlan whole (the
+        // relay cuts none) and vxlan cuts them into its UDP GSO batch itself.
+        let (relayCut, vxlanCut, vxlanGSO) = try thread.sync {
+            (relay.forward.statistics.softwareSegmented, vxlan.statistics.softwareSegmented, vxlan.statistics.gsoFrames)
+        }
+        #expect(vxlan.negotiatedFeatures.contains(.hostTSO4) && vxlan.vnetHeaderLength == 12, "\(vxlan.negotiatedFeatures)")
+        #expect(relayCut == 0 && vxlanCut > 100 && vxlanCut == vxlanGSO, "relay cut \(relayCut), vxlan cut \(vxlanCut) of \(vxlanGSO)")
         try thread.sync { relay.stop() }
         try thread.stop()
     }

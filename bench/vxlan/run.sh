@@ -3,7 +3,9 @@
 # underlay, both directions:
 #   netbe          A's tap joined by `netbe connect ... vxlan` (netbe in A's underlay
 #                  namespace) to the kernel's vxlan device in B
-#   netbe-gso-off  the same with `gso=off`: one sendmsg per frame instead of UDP GSO
+#   netbe-tso-off  the same with `tso=off`: vxlan offers no TSO, the relay cuts the tap's
+#                  super-frames and vxlan queues the segments for UDP GSO one by one
+#   netbe-gso-off  the same with `gso=off`: one sendmsg per frame instead of UDP GSO (no TSO)
 #   netbe-gro-off  the same with `gro=off`: one recvmsg per datagram instead of UDP GRO
 #   kernel         the kernel's vxlan device on both sides (the anchor), same underlay
 #                  settings as netbe's row (checksum offload off on B's veth, see below)
@@ -65,9 +67,14 @@ start() {   # $1 = configuration
             ip -n "$A" addr add 192.168.42.1/24 dev vx0; ip -n "$A" link set vx0 up ;;
         *)
             local bin=$netbe; [ "$1" = "$altlabel" ] && bin=$alt
-            local gso=on gro=on; [ "$1" = netbe-gso-off ] && gso=off; [ "$1" = netbe-gro-off ] && gro=off
+            local opts=
+            case $1 in
+                netbe-tso-off) opts=,tso=off ;;
+                netbe-gso-off) opts=,gso=off ;;
+                netbe-gro-off) opts=,gro=off ;;
+            esac
             ip netns exec "$UA" "$bin" connect "tap0,netns=$A,mtu=1450" \
-                "vxlan,vni=42,local=udp:10.77.0.1:4789,remote=udp:10.77.0.2:4789,gso=$gso,gro=$gro" >"$out/relay.out" 2>"$out/relay.err" &
+                "vxlan,vni=42,local=udp:10.77.0.1:4789,remote=udp:10.77.0.2:4789$opts" >"$out/relay.out" 2>"$out/relay.err" &
             relay=$!
             for _ in $(seq 400); do grep -qx ready "$out/relay.out" && break; sleep 0.05; done
             grep -qx ready "$out/relay.out" || { echo "$1: netbe not ready" >&2; cat "$out/relay.err" >&2; exit 1; }
@@ -89,7 +96,7 @@ measure() {   # $1 = client namespace, $2 = server namespace, $3 = server addres
     wait $s 2>/dev/null || true
 }
 
-configs=(netbe netbe-gso-off netbe-gro-off)
+configs=(netbe netbe-tso-off netbe-gso-off netbe-gro-off)
 [ -n "$alt" ] && configs+=("$altlabel")
 configs+=(kernel kernel-default)
 for r in $(seq "$rounds"); do

@@ -9,11 +9,12 @@ import Glibc
 /// hardware VTEP with the same VNI talk to. Several `remote=` get head-end replication and
 /// learned unicast (VxlanForwardingTable); a multicast `remote=` is joined.
 ///
-/// It offers no offloads: the relay cuts TSO frames into wire-sized segments before they
-/// get here, since every VXLAN datagram must fit the underlay. The guest's MTU should be
-/// the underlay path's less 50 bytes (70 with IPv6 outside); netbe logs that figure. A
-/// larger frame still goes, fragmented by the kernel (DF is not set, as Linux vxlan's
-/// default `df unset`).
+/// With UDP GSO (`gso=on`) it offers checksum offload and TSO (`tso=on`, the defaults):
+/// a TSO frame is cut here straight into the UDP GSO buffer, each segment its own
+/// datagram with its own VXLAN and inner headers (VxlanSendOffload), since every VXLAN
+/// datagram must fit the underlay. The guest's MTU should be the underlay path's less 50
+/// bytes (70 with IPv6 outside); netbe logs that figure. A larger frame still goes,
+/// fragmented by the kernel (DF is not set, as Linux vxlan's default `df unset`).
 public final class VxlanBackend: NetBackend, @unchecked Sendable {
     public static let kind = BackendKind(
         name: "vxlan", prefixes: ["vxlan"],
@@ -39,9 +40,16 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     let receiveVector = UnsafeMutablePointer<iovec>.allocate(capacity: VxlanBackend.vectorCapacity)
     let sender = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
     let peerStorage = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<sockaddr_storage>.size, alignment: 16)
-    let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 12)
-    /// UDP GSO (`gso=on`, the default); nil when off or once the kernel refused it.
+    let macScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 32)
+    /// UDP GSO (`gso=on`, the default); nil when off.
     var batch: VxlanSendBatch?
+    /// A sendmsg of the batch would block: nothing more is tried until writable.
+    var batchBlocked = false
+    /// A frame with a virtio-net header that came in pieces, put together (TSO only).
+    let frameScratch = UnsafeMutableRawPointer.allocate(byteCount: VxlanBackend.scratchCapacity, alignment: 64)
+    static let scratchCapacity = maximumFrameLength + VirtioNetHeader.mergeableLength + 64
+    /// Zeros: the virtio-net header put before each received frame (no offload asked).
+    let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
     let batchVector = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
     /// UDP GRO (`gro=on`, the default); nil when off or refused.
     var groBuffer: VxlanReceiveBuffer?
@@ -55,6 +63,7 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         VxlanHeader.write(vni: config.vni, to: sendHeader)
         sendVector[0] = iovec(iov_base: UnsafeMutableRawPointer(sendHeader), iov_len: VxlanHeader.length)
         receiveVector[0] = iovec(iov_base: UnsafeMutableRawPointer(receiveHeader), iov_len: VxlanHeader.length)
+        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
         super.init(spec: spec, kind: "vxlan", name: "vni \(config.vni)", eventLoop: eventLoop)
         do throws(NetBackendError) {
             try openSocket()
@@ -74,6 +83,8 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
         peerStorage.deallocate()
         macScratch.deallocate()
         batchVector.deallocate()
+        frameScratch.deallocate()
+        zeroHeader.deallocate()
     }
 
     /// Opens the socket (inside `netns=` when given: a socket keeps its namespace, so the
@@ -178,6 +189,17 @@ public final class VxlanBackend: NetBackend, @unchecked Sendable {
     }
 
     public override var isLinkUp: Bool { fd >= 0 }
+
+    /// Checksum offload and TSO, done here (VxlanSendOffload), when sends go through the
+    /// UDP GSO batch; nothing is offered on receive (the relay joins segments for a tap).
+    static let offloads: VirtioNetFeatures = [.csum, .hostTSO4, .hostTSO6]
+    public override var capabilities: VirtioNetFeatures { config.gso && config.tso ? Self.offloads : [] }
+    public override var supportedHeaderLengths: [Int] { config.gso && config.tso ? [0, 10, 12] : [0] }
+
+    /// A header only when an offload was accepted: without one it would carry nothing.
+    public override func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int {
+        features.isDisjoint(with: Self.offloads) ? 0 : vnetHeaderLength
+    }
 
     public override func watchReceive(_ on: Bool) {
         receiveEnabled = on

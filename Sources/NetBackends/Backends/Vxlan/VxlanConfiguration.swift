@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off][,gro=on|off][,netns=NAME]`.
+/// `vxlan,vni=N,remote=udp:HOST:PORT[,remote=...][,local=udp:ADDR:PORT][,ageing=SECONDS][,learning=on|off][,gso=on|off][,tso=on|off][,gro=on|off][,netns=NAME]`.
 /// Every address of one backend is IPv4 or every one IPv6 (one UDP socket). `local`
 /// defaults to the wildcard address on port 4789; a multicast `remote=` (224.0.0.0/4,
 /// ff00::/8) is joined.
@@ -17,6 +17,9 @@ struct VxlanConfiguration {
     let learning: Bool
     /// Gather consecutive datagrams to one peer and send them with UDP_SEGMENT.
     let gso: Bool
+    /// Offer checksum offload and TSO (with `gso` only): TSO frames are cut here, into
+    /// the UDP GSO buffer, rather than by the relay.
+    let tso: Bool
     /// Let the kernel join consecutive datagrams of a flow into one read (UDP_GRO).
     let gro: Bool
     /// The network namespace (`ip netns add`) the UDP socket lives in; nil: netbe's own.
@@ -49,6 +52,7 @@ struct VxlanConfiguration {
         ageingSeconds = try r.int("ageing", in: 1...86400) ?? 300
         learning = try r.bool("learning", default: true)
         gso = try r.bool("gso", default: true)
+        tso = try r.bool("tso", default: true)
         gro = try r.bool("gro", default: true)
         netns = try r.string("netns")
         try r.finish(kind: "vxlan")

@@ -10,6 +10,7 @@ extension VxlanBackend {
     /// every peer (head-end replication). A full socket on the first copy is `.wouldBlock`;
     /// a later copy that does not fit is counted `no_space` (the frame already left once).
     func sendFrame(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        if vnetHeaderLength > 0 { return try sendOffloaded(frame, headerLength: vnetHeaderLength) }
         let parts = frame.count
         guard parts < Self.vectorCapacity else {
             statistics.countDrop(.malformed)
@@ -33,24 +34,24 @@ extension VxlanBackend {
         }
         let known = table.lookup(destination, now: VxlanForwardingTable.now())
         if let b = batch {
-            // One peer to send to (learned, or the only remote): gather for UDP GSO.
+            // One peer to send to (learned, or the only remote): queued for UDP GSO.
             if let peer = known ?? (table.configured == 1 ? 0 : nil) {
                 let datagram = length + VxlanHeader.length
-                if !b.accepts(datagram, peer: peer) && !b.isEmpty {
-                    try flushBatch()
-                    if !b.isEmpty { senderWaiting = true; return .wouldBlock }
+                guard try makeRoom(b, datagrams: 1, bytes: datagram, peer: peer) else {
+                    senderWaiting = true
+                    return .wouldBlock
                 }
-                if b.accepts(datagram, peer: peer) {
-                    b.append(header: sendHeader, frame: frame, length: datagram, peer: peer)
-                    statistics.frames &+= 1
-                    statistics.bytes &+= UInt64(length)
-                    if b.count == VxlanSendBatch.maximumSegments { try flushBatch() }
-                    return .sent(length)
-                }
-                // Larger than one segment may be: alone, fragmented by the kernel.
+                let at = b.end
+                at.copyMemory(from: sendHeader, byteCount: VxlanHeader.length)
+                IOVectors.gather(frame, into: at + VxlanHeader.length)
+                b.commit(datagram, peer: peer)
+                statistics.frames &+= 1
+                statistics.bytes &+= UInt64(length)
+                try flushBatch(force: false)
+                return .sent(length)
             } else if !b.isEmpty {
-                // Flooding: what was gathered leaves first, frames keep their order.
-                try flushBatch()
+                // Flooding: what was queued leaves first, frames keep their order.
+                try flushBatch(force: true)
                 if !b.isEmpty { senderWaiting = true; return .wouldBlock }
             }
         }
@@ -104,68 +105,74 @@ extension VxlanBackend {
         }
     }
 
-    /// The relay's end of batch: what was gathered leaves now.
+    /// The relay's end of batch: what was queued leaves now.
     func flushGathered() throws(NetBackendError) {
-        if let b = batch, !b.isEmpty { try flushBatch() }
+        if let b = batch, !b.isEmpty { try flushBatch(force: true) }
     }
 
     func writable() {
+        batchBlocked = false
         if let b = batch, !b.isEmpty {
-            do throws(NetBackendError) { try flushBatch() } catch { eventLoop.stop(throwing: error); return }
+            do throws(NetBackendError) { try flushBatch(force: true) } catch { eventLoop.stop(throwing: error); return }
             if !b.isEmpty { return }
         }
         if senderWaiting { senderWaiting = false; notifyWritable() }
     }
 
-    /// Sends the gathered datagrams in one sendmsg with UDP_SEGMENT. A full socket keeps
-    /// them and arms writable. If the kernel refuses GSO (EINVAL, EIO: an old kernel, a
-    /// path smaller than thought), they go one by one and GSO stays off.
-    private func flushBatch() throws(NetBackendError) {
-        guard let b = batch, !b.isEmpty else { return }
-        let address = table.peers[b.peer]
-        address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
-        batchVector.pointee = iovec(iov_base: b.buffer, iov_len: b.used)
-        var message = msghdr()
-        message.msg_iov = batchVector
-        message.msg_iovlen = 1
-        message.msg_name = peerStorage
-        message.msg_namelen = address.length
-        b.setControl(&message)
-        let result: IOResult
-        do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
-            switch error.errno {
-            case EINVAL, EIO, EMSGSIZE, ENOPROTOOPT, EOPNOTSUPP:
-                log.warning("\(name): UDP GSO refused (\(error)); sending one datagram per frame from now on")
-                sendOneByOne(b, address: address)
-                b.reset()
-                batch = nil
-                return
-            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
-                for _ in 0..<b.count { statistics.countDrop(.noPeer) }
-                b.reset()
-                return
-            default:
-                throw .system(error)
-            }
-        }
-        switch result {
-        case .processed: b.reset()
-        case .wouldBlock: source?.enable(.write)
-        }
+    /// Whether `datagrams` datagrams of `bytes` in all to `peer` fit in the batch, after
+    /// sending what is queued if needed; false when the socket is full.
+    func makeRoom(_ b: VxlanSendBatch, datagrams: Int, bytes: Int, peer: Int) throws(NetBackendError) -> Bool {
+        if b.hasRoom(datagrams: datagrams, bytes: bytes, peer: peer) { return true }
+        if batchBlocked { return false }
+        try flushBatch(force: true)
+        return b.hasRoom(datagrams: datagrams, bytes: bytes, peer: peer)
     }
 
-    private func sendOneByOne(_ b: VxlanSendBatch, address: ResolvedSocketAddress) {
-        var offset = 0
-        while offset < b.used {
-            let size = min(b.segmentSize, b.used - offset)
-            batchVector.pointee = iovec(iov_base: b.buffer + offset, iov_len: size)
+    /// Sends the queued runs, each in one sendmsg (with UDP_SEGMENT for more than one
+    /// datagram); without `force`, a last run that more datagrams could still join waits.
+    /// A full socket keeps the rest and arms writable. If the kernel refuses GSO (EINVAL,
+    /// EIO, EMSGSIZE: an old kernel, a path smaller than thought), every datagram leaves
+    /// alone from then on.
+    func flushBatch(force: Bool) throws(NetBackendError) {
+        guard let b = batch, !batchBlocked else { return }
+        while let run = b.nextRun() {
+            if !force && !run.complete { return }
+            let address = table.peers[b.peer]
+            address.withSockaddr { p, len in peerStorage.copyMemory(from: p, byteCount: Int(len)) }
+            batchVector.pointee = iovec(iov_base: run.at, iov_len: run.bytes)
             var message = msghdr()
             message.msg_iov = batchVector
             message.msg_iovlen = 1
             message.msg_name = peerStorage
             message.msg_namelen = address.length
-            if (try? SocketCall.sendmsg(fd, &message, device: name)) != .processed(size) { statistics.countDrop(.noSpace) }
-            offset += size
+            b.setControl(&message, segment: run.segment)
+            let result: IOResult
+            do { result = try SocketCall.sendmsg(fd, &message, device: name) } catch {
+                let refused = [EINVAL, EIO, EMSGSIZE, ENOPROTOOPT, EOPNOTSUPP].contains(error.errno)
+                if refused && run.segment > 0 {
+                    log.warning("\(name): UDP GSO refused (\(error)); sending one datagram per frame from now on")
+                    b.segmentOffload = false
+                    continue
+                }
+                switch error.errno {
+                case EMSGSIZE:
+                    statistics.countLostAfterSend(.oversized)
+                case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN:
+                    statistics.countLostAfterSend(.noPeer, UInt64(run.datagrams))
+                default:
+                    throw .system(error)
+                }
+                b.sentRun(datagrams: run.datagrams, bytes: run.bytes)
+                continue
+            }
+            switch result {
+            case .processed:
+                b.sentRun(datagrams: run.datagrams, bytes: run.bytes)
+            case .wouldBlock:
+                batchBlocked = true
+                source?.enable(.write)
+                return
+            }
         }
     }
 }

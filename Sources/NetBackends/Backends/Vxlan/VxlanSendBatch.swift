@@ -2,30 +2,39 @@
 import Glibc
 #endif
 
-/// Consecutive datagrams to one peer gathered into one buffer and handed to the kernel in
-/// one sendmsg with UDP_SEGMENT (UDP GSO, udp(7)): the kernel cuts the buffer into
-/// datagrams of `segmentSize` bytes (the last may be shorter), each already holding its
-/// own VXLAN header and inner Ethernet/IP/TCP headers. Cut TSO frames arrive from the relay
-/// one after another at the same size, so one system call carries up to 64 of them.
+/// Datagrams to one peer queued end to end in one buffer, each already a VXLAN header and
+/// its inner frame, and handed to the kernel in chunks: one sendmsg with UDP_SEGMENT (UDP
+/// GSO, udp(7)) per run of up to 64 equal-sized datagrams (the last of a run may be
+/// shorter). The segments of a TSO frame are cut straight in here, so a 64 KiB frame
+/// takes one or two system calls; frames cut elsewhere join as they come.
 final class VxlanSendBatch {
-    /// A UDP datagram's payload limit over IPv4 is 65507 bytes; stay under it.
-    static let capacity = 65000
+    /// One sendmsg's payload: a UDP datagram over IPv4 holds at most 65507 bytes.
+    static let sendLimit = 65000
     /// The kernel's UDP_MAX_SEGMENTS is 64 on older kernels (128 since 6.x).
     static let maximumSegments = 64
     static let solUDP: Int32 = 17       // SOL_UDP (IPPROTO_UDP)
     static let udpSegment: Int32 = 103  // UDP_SEGMENT (linux/udp.h)
+    /// Room for the worst TSO frame cut here: 64 KiB of payload at the smallest gso_size,
+    /// each segment with its own VXLAN, Ethernet, IP and TCP headers (60 + 60 at most),
+    /// plus the same again queued before it.
+    static let capacity = 2 * 65536 + TCPSegmenter.maximumSegments * (VxlanHeader.length + 14 + 60 + 60)
+    static let maximumDatagrams = 2 * TCPSegmenter.maximumSegments
 
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: VxlanSendBatch.capacity, alignment: 16)
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: VxlanSendBatch.capacity, alignment: 64)
+    private let lengths = UnsafeMutablePointer<Int32>.allocate(capacity: VxlanSendBatch.maximumDatagrams)
     /// One cmsghdr (16 bytes on LP64) + a u16, padded: CMSG_SPACE(2) = 24.
     let control = UnsafeMutableRawPointer.allocate(byteCount: 24, alignment: 8)
-    private(set) var used = 0
+    /// Datagrams queued, and bytes; the first `sent` of them (`sentBytes`) already left.
     private(set) var count = 0
-    private(set) var segmentSize = 0
+    private(set) var used = 0
+    private(set) var sent = 0
+    private(set) var sentBytes = 0
     private(set) var peer = -1
-    /// A datagram shorter than `segmentSize` ends a batch (only the last may be short).
-    private var endsShort = false
-    /// The largest datagram one segment may be (the path MTU less the outer IP and UDP headers).
+    /// The largest datagram UDP GSO may carry (the path MTU less the outer IP and UDP
+    /// headers); a larger one leaves alone and the kernel fragments it.
     let largestSegment: Int
+    /// False once the kernel refused UDP_SEGMENT: every datagram then leaves alone.
+    var segmentOffload = true
 
     init(largestSegment: Int) {
         self.largestSegment = largestSegment
@@ -33,50 +42,66 @@ final class VxlanSendBatch {
 
     deinit {
         buffer.deallocate()
+        lengths.deallocate()
         control.deallocate()
     }
 
-    var isEmpty: Bool { count == 0 }
+    var isEmpty: Bool { sent == count }
 
-    /// Whether a datagram of `length` bytes to `peer` may join what is gathered.
-    func accepts(_ length: Int, peer: Int) -> Bool {
-        guard length <= largestSegment else { return false }
-        guard count > 0 else { return true }
-        return peer == self.peer && !endsShort && length <= segmentSize && count < Self.maximumSegments
-            && used + length <= Self.capacity
+    /// Whether `datagrams` more datagrams of `bytes` bytes in all, to `peer`, fit now.
+    func hasRoom(datagrams: Int, bytes: Int, peer: Int) -> Bool {
+        (isEmpty || peer == self.peer) && count + datagrams <= Self.maximumDatagrams && used + bytes <= Self.capacity
     }
 
-    /// Appends the VXLAN header and the frame (copied from its iovecs).
-    func append(header: UnsafePointer<UInt8>, frame: UnsafeBufferPointer<iovec>, length: Int, peer: Int) {
-        if count == 0 {
-            segmentSize = length
-            self.peer = peer
-        } else if length < segmentSize {
-            endsShort = true
-        }
-        (buffer + used).copyMemory(from: header, byteCount: VxlanHeader.length)
-        var at = used + VxlanHeader.length
-        for v in frame {
-            guard let base = v.iov_base, v.iov_len > 0 else { continue }
-            (buffer + at).copyMemory(from: base, byteCount: v.iov_len)
-            at += v.iov_len
-        }
-        used = at
+    /// Where the next datagram is written.
+    var end: UnsafeMutableRawPointer { buffer + used }
+
+    /// Records a datagram of `length` bytes written at `end`, to `peer`.
+    func commit(_ length: Int, peer: Int) {
+        if isEmpty { self.peer = peer }
+        lengths[count] = Int32(length)
+        used += length
         count += 1
+    }
+
+    /// The next run to send: its start, its datagram count and bytes, and the segment size
+    /// (0: one datagram alone, no UDP_SEGMENT). `complete` is false when more datagrams of
+    /// the same size could still join it.
+    func nextRun() -> (at: UnsafeMutableRawPointer, datagrams: Int, bytes: Int, segment: Int, complete: Bool)? {
+        guard sent < count else { return nil }
+        let size = Int(lengths[sent])
+        if size > largestSegment || !segmentOffload {
+            return (buffer + sentBytes, 1, size, 0, true)
+        }
+        var n = 1, bytes = size
+        while sent + n < count && n < Self.maximumSegments {
+            let next = Int(lengths[sent + n])
+            guard next <= size, bytes + next <= Self.sendLimit else { break }
+            n += 1
+            bytes += next
+            if next < size { return (buffer + sentBytes, n, bytes, size, true) }   // only the last may be short
+        }
+        return (buffer + sentBytes, n, bytes, n > 1 ? size : 0, n == Self.maximumSegments || sent + n < count)
+    }
+
+    /// The run `nextRun` gave left.
+    func sentRun(datagrams: Int, bytes: Int) {
+        sent += datagrams
+        sentBytes += bytes
+        if sent == count { reset() }
     }
 
     func reset() {
         used = 0
         count = 0
-        segmentSize = 0
+        sent = 0
+        sentBytes = 0
         peer = -1
-        endsShort = false
     }
 
-    /// Fills `message`'s control part with UDP_SEGMENT = segmentSize (only when the batch
-    /// holds more than one datagram; one goes as a plain datagram).
-    func setControl(_ message: inout msghdr) {
-        guard count > 1 else {
+    /// Fills `message`'s control part with UDP_SEGMENT = `segment`, or none for 0.
+    func setControl(_ message: inout msghdr, segment: Int) {
+        guard segment > 0 else {
             message.msg_control = nil
             message.msg_controllen = 0
             return
@@ -85,7 +110,7 @@ final class VxlanSendBatch {
         header.pointee.cmsg_len = 16 + 2
         header.pointee.cmsg_level = Self.solUDP
         header.pointee.cmsg_type = Self.udpSegment
-        (control + 16).storeBytes(of: UInt16(segmentSize), as: UInt16.self)
+        (control + 16).storeBytes(of: UInt16(segment), as: UInt16.self)
         message.msg_control = control
         message.msg_controllen = 24
     }
