@@ -13,7 +13,12 @@ import Testing
         var namespaces: [TestNamespace] = []
         var clients: [TestProcess?] = []
 
-        init(ports: [String]) throws {
+        let daemonPorts: [String]
+
+        /// `daemonPorts`: `--port` specs of the daemon; `addresses` false leaves the taps
+        /// without address (DHCP will give them one).
+        init(ports: [String], daemonPorts: [String] = [], addresses: Bool = true) throws {
+            self.daemonPorts = daemonPorts
             try requireTool("ping", package: "iputils-ping")
             directory = TrafficRig.tempPath("switch")
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -24,7 +29,11 @@ import Testing
                 try ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
                 namespaces.append(ns)
                 clients.append(try startClient(i, tapOptions: options))
-                try ns.address("tap0", "10.78.0.\(i + 1)/24")
+                if addresses {
+                    try ns.address("tap0", "10.78.0.\(i + 1)/24")
+                } else {
+                    try sh("ip", "-n", ns.name, "link", "set", "tap0", "up")
+                }
                 try ns.waitCarrier("tap0")
             }
         }
@@ -37,7 +46,7 @@ import Testing
         }
 
         func startDaemon() throws {
-            daemon = try NetbeBinary.start(["switch", "vale0", "--socket", socket])
+            daemon = try NetbeBinary.start(["switch", "vale0", "--socket", socket] + daemonPorts.flatMap { ["--port", $0] })
         }
 
         func startClient(_ i: Int, tapOptions: String = "") throws -> TestProcess {
@@ -178,5 +187,25 @@ import Testing
         let evil = try #require(try rig.ports()["evil"], "the scribbling port was dropped or the daemon died")
         #expect(((evil["peer_faults"] as? NSNumber)?.uint64Value ?? 0) > 0, "\(evil)")
         #expect(rig.daemon!.isRunning)
+    }
+
+    @Test func twoNamespacesShareOneSlirpUplink() throws {
+        let web = try LoopbackHTTPServer()
+        let rig = try Rig(ports: ["", ""], daemonPorts: ["slirp"], addresses: false)
+        let first = try DhcpLease.obtain(in: rig.namespaces[0])
+        let second = try DhcpLease.obtain(in: rig.namespaces[1])
+        #expect(first.address != second.address, "\(first.line) / \(second.line)")
+        #expect(first.router == "10.0.2.2" && second.router == "10.0.2.2")
+        for ns in rig.namespaces {
+            let file = TrafficRig.tempPath("fetch")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let p = try ns.spawn(["timeout", "10", "busybox", "wget", "-q", "-O", file, "http://10.0.2.2:\(web.port)/\(web.fileName)"])
+            #expect(try p.wait(seconds: 15) == 0)
+            #expect(FileManager.default.contents(atPath: file) == web.content, "\(ns.name) did not fetch the host's file")
+        }
+        // And the two reach each other on the shared network.
+        let peer = String(second.address.split(separator: "/")[0])
+        try rig.namespaces[0].run("ping", "-q", "-c", "2", "-i", "0.2", "-W", "2", peer)
+        #expect(try rig.ports()["slirp"] != nil)
     }
 }
