@@ -17,11 +17,16 @@ import Testing
 
         /// `daemonPorts`: `--port` specs of the daemon; `addresses` false leaves the taps
         /// without address (DHCP will give them one).
-        init(ports: [String], daemonPorts: [String] = [], addresses: Bool = true) throws {
+        /// Run the daemon as `nobody` (setpriv), in a directory it may write.
+        let unprivileged: Bool
+
+        init(ports: [String], daemonPorts: [String] = [], addresses: Bool = true, unprivileged: Bool = false) throws {
             self.daemonPorts = daemonPorts
+            self.unprivileged = unprivileged
             try requireTool("ping", package: "iputils-ping")
             directory = TrafficRig.tempPath("switch")
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if unprivileged { try sh("chown", "65534:65534", directory) }
             socket = directory + "/switch.sock"
             try startDaemon()
             for (i, options) in ports.enumerated() {
@@ -46,7 +51,15 @@ import Testing
         }
 
         func startDaemon() throws {
-            daemon = try NetbeBinary.start(["switch", "vale0", "--socket", socket] + daemonPorts.flatMap { ["--port", $0] })
+            let args = ["switch", "vale0", "--socket", socket] + daemonPorts.flatMap { ["--port", $0] }
+            if unprivileged {
+                try requireTool("setpriv", package: "util-linux")
+                let p = try TestProcess(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", try NetbeBinary.path] + args)
+                try p.waitForLine("ready")
+                daemon = p
+            } else {
+                daemon = try NetbeBinary.start(args)
+            }
         }
 
         func startClient(_ i: Int, tapOptions: String = "") throws -> TestProcess {
@@ -88,6 +101,15 @@ import Testing
         try rig.ping(0, 1, count: 20, interval: "0.01")
         #expect(try rig.counter("a2", "frames") == third, "unicast between a0 and a1 reached a2")
         #expect(try rig.counter("a0", "frames") >= first + 20)
+    }
+
+    @Test func daemonAsNobody() throws {
+        let rig = try Rig(ports: ["", ""], unprivileged: true)
+        let status = try String(contentsOfFile: "/proc/\(rig.daemon!.pid)/status", encoding: .utf8)
+        let uid = status.split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+        #expect(uid.split(separator: "\t").dropFirst().allSatisfy { $0 == "65534" }, "the daemon is not nobody: \(uid)")
+        try rig.ping(0, 1, count: 2, interval: "0.1")
+        try rig.ping(1, 0)
     }
 
     @Test func tcpFromOffloadingPortIsCutForOffloadOffTap() throws {

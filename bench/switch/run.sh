@@ -64,6 +64,7 @@ run_vde() {
 
 report() {   # sink-out gen-out
   local frames bytes secs
+  [ -n "${VERBOSE:-}" ] && { echo "sink: $(tail -1 "$1")  generator: $(tail -1 "$2")" >&2; }
   frames=$(field "$1" frames); bytes=$(field "$1" bytes); secs=$(field "$2" seconds)
   awk -v f="${frames:-0}" -v b="${bytes:-0}" -v s="${secs:-1}" 'BEGIN { printf "%.0f %.3f\n", f / s, b * 8 / s / 1e9 }'
 }

@@ -129,6 +129,7 @@ public final class SwitchServer: @unchecked Sendable {
                 ring.clientFeatures = VirtioNetFeatures(rawValue: raw).intersection(Negotiation.inSoftware.union(Negotiation.inSoftware.mirrored))
                 try ring.setCapabilities(NetSwitch.features(for: ring), vnetHeaderLength: SwitchControl.ringHeaderLength)
                 sw.renegotiated(port)
+                logger.info("port \(sw.name):\(port.name) takes \(ring.negotiatedFeatures.isEmpty ? "no offloads" : "\(ring.negotiatedFeatures)")")
             case "ports":
                 let only = words.count > 1 ? String(words[1]) : nil
                 if let only, !switches.contains(where: { $0.name == only }) {
