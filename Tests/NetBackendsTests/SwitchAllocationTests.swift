@@ -27,7 +27,9 @@ private let countSwitchThreadAllocations: MallocInterposerSwift.AllocationHook =
 /// thread of this process, two `netbe connect vale0:aN tap0,netns=...` processes attach
 /// (one tap with offloads, one with `offload=off`, so super-frames are cut on the way),
 /// and TCP runs both ways while every allocation of that thread is counted.
-@Suite(.serialized) struct SwitchAllocationTests {
+/// In RelayAllocationTests' serialized suite: the interposer has one hook per process, and
+/// two allocation tests running at once would each replace the other's.
+extension RelayAllocationTests {
     @Test func switchingBetweenSharedRingPortsAllocatesNothingPerFrame() throws {
         try requireDebianPython()
         let directory = TrafficRig.tempPath("swalloc")

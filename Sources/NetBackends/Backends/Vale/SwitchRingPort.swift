@@ -12,6 +12,8 @@ import Glibc
 public final class SwitchRingPort: NetBackend, @unchecked Sendable {
     public static let slots = 1024
     public static let bufferSize = 2048
+    /// Slots handed back to the peer at least this often while frames keep coming.
+    static let releaseEvery = 128
 
     let memory: SharedRingMemory
     /// The client's TX ring, drained from the kernel side.
@@ -107,6 +109,9 @@ public final class SwitchRingPort: NetBackend, @unchecked Sendable {
                 continue
             }
             if case .dropped(_, let reason) = result { statistics.countDrop(reason) }
+            // A client that keeps its ring full gets slots back as we go, not only once we
+            // found it empty: it fills while we drain (no ping-pong of whole rings).
+            if fromClient.unreleasedFrames >= Self.releaseEvery, fromClient.release() { try signal() }
             return result
         }
         return .empty

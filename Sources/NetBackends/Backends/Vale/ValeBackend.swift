@@ -325,7 +325,10 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
             } else {
                 var v = iovec(iov_base: scratch, iov_len: scratchSize)
                 result = withUnsafePointer(to: &v) { link.receive.receive(into: UnsafeBufferPointer(start: $0, count: 1)) }
-                if case .frame(let n) = result { return deliverConverted(n, into: buffers) }
+                if case .frame(let n) = result {
+                    try releaseIfMany(link)
+                    return deliverConverted(n, into: buffers)
+                }
             }
             switch result {
             case .empty:
@@ -338,12 +341,21 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
                 if waitingForRoom && link.transmit.refresh() > 0 { try? link.wake.signal() }
             case .dropped(_, let reason):
                 statistics.countDrop(reason)
+                try releaseIfMany(link)
                 return result
             case .frame:
+                try releaseIfMany(link)
                 return result
             }
         }
         return .empty
+    }
+
+    /// Hands consumed slots back while frames keep coming (the switch fills as we drain).
+    @inline(__always)
+    private func releaseIfMany(_ link: Link) throws(NetBackendError) {
+        guard link.receive.unreleasedFrames >= SwitchRingPort.releaseEvery, link.receive.release() else { return }
+        do { try link.kick.signal() } catch { throw .system(error) }
     }
 
     /// The ring's frame in `scratch` (`n` bytes, 12-byte header) copied out with the
