@@ -10,7 +10,7 @@ struct Netbe: ParsableCommand {
         commandName: "netbe",
         abstract: "Network backends for virtual machines: join taps, sockets and user-mode NAT.",
         version: NetBackendsVersion.string,
-        subcommands: [ConnectCommand.self, BackendsCommand.self, ProbeCommand.self, SlirpHelperCommand.self, RingEchoCommand.self]
+        subcommands: [ConnectCommand.self, BackendsCommand.self, ProbeCommand.self, SlirpHelperCommand.self, RingEchoCommand.self, SwitchCommand.self, PortsCommand.self, SwitchTrafficCommand.self]
     )
 
     /// Exit statuses per CONTRACT.md: 2 for any usage or spec error, with one stderr line.

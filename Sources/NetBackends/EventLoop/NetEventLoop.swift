@@ -54,6 +54,10 @@ public final class NetEventLoop: @unchecked Sendable {
     /// name as metadata).
     public init(logger: Logger = Logger(label: "netbe")) throws(SystemCallError) {
         self.logger = logger
+        // Room for a wake-up's queued work from the start: growing later (more backends
+        // with buffered frames at once than ever before, a switch's ports) allocates.
+        pending.reserveCapacity(64)
+        running.reserveCapacity(64)
         selector = try Selector()
         let wake = try selector.makeEventFD()
         wakeSource = try watch(fd: wake, name: "eventloop-wakeup", ownsDescriptor: true) { [weak self] _ in
