@@ -6,6 +6,7 @@ import Synchronization
 /// (malloc-interposer's hook), then proves the counter works: an allocation made on that
 /// thread must be seen, or a zero would mean nothing. The hook is process-wide, so the
 /// suites that measure take turns (`turn`), even when Swift Testing runs them in parallel.
+/// With `NETBE_ALLOC_TRACE` set, each counted allocation prints its backtrace on stderr.
 enum LoopAllocationCounter {
     struct Measurement<T> {
         let value: T
@@ -23,7 +24,20 @@ enum LoopAllocationCounter {
     private static let hook: MallocInterposerSwift.AllocationHook = { _ in
         if pthread_equal(LoopAllocationCounter.watched, pthread_self()) != 0 {
             LoopAllocationCounter.count.add(1, ordering: .relaxed)
+            if LoopAllocationCounter.tracing { LoopAllocationCounter.printBacktrace() }
         }
+    }
+
+    // Tracing, found with dlsym so that nothing here allocates inside the hook.
+    private typealias BacktraceCall = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int32) -> Int32
+    private typealias SymbolsCall = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int32, Int32) -> Void
+    nonisolated(unsafe) private static var tracing = false
+    nonisolated(unsafe) private static let traceBuffer = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 64)
+    nonisolated(unsafe) private static let backtrace = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "backtrace"), to: BacktraceCall.self)
+    nonisolated(unsafe) private static let symbols = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "backtrace_symbols_fd"), to: SymbolsCall.self)
+    private static func printBacktrace() {
+        let n = backtrace(traceBuffer, 64)
+        symbols(traceBuffer, n, 2)
     }
 
     static func measure<T>(on thread: LoopThread, _ body: () -> T) throws -> Measurement<T> {
@@ -33,9 +47,12 @@ enum LoopAllocationCounter {
         MallocInterposerSwift.setAllocationHook(hook)
         defer { MallocInterposerSwift.setAllocationHook(nil) }
         count.store(0, ordering: .relaxed)
+        tracing = getenv("NETBE_ALLOC_TRACE") != nil
+        if tracing { _ = backtrace(traceBuffer, 64) }   // its first call loads libgcc: not inside the hook
         MallocInterposerSwift.hook()
         let value = body()
         MallocInterposerSwift.unhook()
+        tracing = false
         let allocations = count.load(ordering: .relaxed)
 
         count.store(0, ordering: .relaxed)
