@@ -30,6 +30,7 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         "netmap": [TrafficCase(name: "netmap-shared", kind: "netmap")],
         "passt": [TrafficCase(name: "passt", kind: "passt")],
         "vxlan": [TrafficCase(name: "vxlan", kind: "vxlan")],
+        "null": [TrafficCase(name: "null-generate", kind: "null")],
     ]
 
     /// Every kind `BackendRegistry.shared` can open here, each way it can run, plus the
@@ -58,6 +59,7 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         case "netmap-shared": return try NetmapTrafficRig(loop: loop)
         case "passt": return try SlirpTrafficRig(loop: loop, spec: "passt,net=10.0.2.0/24,ipv6=off")
         case "vxlan": return try VxlanTrafficRig(loop: loop)
+        case "null-generate": return try NullTrafficRig(loop: loop)
         default: throw TestFailure("no recipe named \(name)")
         }
     }
