@@ -10,7 +10,7 @@ extension BackendRegistry {
 /// The kinds `BackendRegistry.shared` starts with, in bhyve's prefix order.
 enum BuiltinBackends {
     static var kinds: [BackendKind] {
-        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, PasstBackend.kind, VxlanBackend.kind, NetmapBackend.kind, vale, NullBackend.kind]
+        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, PasstBackend.kind, VxlanBackend.kind, NetmapBackend.kind, vale, NullBackend.kind, VhostUserBackend.kind]
     }
 
     static let vale = BackendKind(

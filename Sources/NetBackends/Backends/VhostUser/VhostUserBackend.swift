@@ -1,0 +1,451 @@
+import CNetBackends
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A vhost-user-net device (QEMU's docs/interop/vhost-user.rst): a VMM hands its guest's
+/// virtio-net queue pair (RX 0, TX 1) to netbe over a unix socket, and frames move straight
+/// between the guest's buffers and the other backend. `receive` takes the guest's TX
+/// chains, `send` fills the guest's RX buffers (MRG_RXBUF: one frame across several).
+/// Interrupts go out once per loop round (a before-wait hook), only when the guest asked
+/// for them (EVENT_IDX or NO_INTERRUPT); the guest's kicks are suppressed while netbe is
+/// busy (NO_NOTIFY, or avail_event left behind with EVENT_IDX).
+///
+/// The guest is untrusted: see `SplitVirtqueue` and `GuestMemory`. A bad chain is skipped
+/// (used with length 0) and counted `malformed`; a broken protocol message logs an error
+/// and ends the connection; the next frontend is served.
+public final class VhostUserBackend: NetBackend, @unchecked Sendable {
+    public static let kind = BackendKind(
+        name: "vhost-user", prefixes: ["vhost-user"],
+        summary: "vhost-user-net device for QEMU, cloud-hypervisor or DPDK virtio-user guests (socket=PATH)",
+        check: { (spec) throws(NetBackendError) in _ = try VhostUserConfiguration(spec) },
+        open: { (spec, loop) throws(NetBackendError) in try VhostUserBackend(spec: spec, eventLoop: loop) }
+    )
+
+    let config: VhostUserConfiguration
+    let memory = GuestMemory()
+    let rx = SplitVirtqueue(index: 0)
+    let tx = SplitVirtqueue(index: 1)
+    var channel: VhostUserChannel?
+    private var channelSource: EventSource?
+    private var listenFD: Int32 = -1
+    private var listenSource: EventSource?
+    private var boundPath: String?
+    private var reconnectTimer: OneShotTimer?
+    var rxKickSource: EventSource?
+    var txKickSource: EventSource?
+
+    // Negotiated with the frontend.
+    var ackedFeatures: UInt64 = 0
+    var ackedProtocol: UInt64 = 0
+    /// The guest's virtio-net header: 12 with VERSION_1 or MRG_RXBUF, else 10.
+    var guestHeaderLength = 12
+    var mergeable = false
+    /// Offloads the guest accepted, as this backend's own bits (see `offered`).
+    var guestTakes: VirtioNetFeatures = []
+
+    /// The relay wants frames (`watchReceive`); kept for kick sources made later.
+    private var receiveWanted = false
+    /// A `send` found no room and returned would-block: the next RX kick calls the writable handler.
+    private var waitingForBuffers = false
+    private var linkWasUp = false
+    @exclusivity(unchecked) private var loggedBroken = false
+
+    // Scratch for headers and the chains of one frame, allocated once.
+    private let guestHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+    private let callerHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+    private static let maximumChainsPerFrame = 256
+    private let chainHeads = UnsafeMutablePointer<UInt16>.allocate(capacity: maximumChainsPerFrame)
+    private let chainLengths = UnsafeMutablePointer<Int>.allocate(capacity: maximumChainsPerFrame)
+
+    public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
+        config = try VhostUserConfiguration(spec)
+        super.init(spec: spec, kind: "vhost-user", name: config.socketPath, eventLoop: eventLoop)
+        eventLoop.addBeforeWaitHook { [weak self] _ in self?.signalGuest() }
+        do {
+            reconnectTimer = try eventLoop.makeOneShotTimer(name: "vhost-user reconnect \(name)") { [weak self] in self?.connectToFrontend() }
+        } catch {
+            throw .system(error)
+        }
+        if config.server {
+            try listen()
+        } else if !connectToFrontend(first: true) {
+            guard config.reconnectSeconds != nil else {
+                throw .deviceGone("\(name): no vhost-user frontend listens there (give reconnect=SECONDS to wait for one)")
+            }
+        }
+    }
+
+    deinit {
+        guestHeader.deallocate()
+        callerHeader.deallocate()
+        chainHeads.deallocate()
+        chainLengths.deallocate()
+    }
+
+    // MARK: what the relay sees
+
+    /// Checksum and TSO both ways: passed through to the guest as the features it is offered.
+    public override var capabilities: VirtioNetFeatures { [.csum, .guestCsum, .hostTSO4, .hostTSO6, .guestTSO4, .guestTSO6] }
+    public override var supportedHeaderLengths: [Int] { [0, 10, 12] }
+    public override var preferredHeaderLength: Int { 12 }
+
+    public override func configure(features: VirtioNetFeatures, vnetHeaderLength: Int) throws(NetBackendError) -> Int {
+        vnetHeaderLength
+    }
+
+    /// Up when the guest can take frames (its RX queue runs).
+    public override var isLinkUp: Bool { rx.isReady }
+
+    public override var hasBufferedFrames: Bool { tx.pending() > 0 }
+
+    public override func watchReceive(_ on: Bool) {
+        receiveWanted = on
+        if on { txKickSource?.enable(.read) } else { txKickSource?.disable(.read) }
+    }
+
+    /// The virtio-net features offered to the guest: what the relay granted this side,
+    /// seen from the guest (what netbe may be sent is what the guest may receive).
+    var offeredFeatures: UInt64 {
+        let granted = vnetHeaderLength > 0 ? negotiatedFeatures : []
+        let offloads = granted.mirrored.intersection(capabilities)
+        return offloads.withPrerequisites.rawValue | VirtioNetFeatures.mrgRxbuf.rawValue
+            | VirtioRingFeature.version1 | VirtioRingFeature.eventIndex | VirtioRingFeature.indirectDescriptors
+            | VirtioRingFeature.inOrder | VirtioRingFeature.protocolFeatures
+    }
+
+    // MARK: guest TX -> receive
+
+    public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
+        var waiting = tx.pending()
+        if waiting == 0 {
+            reportBroken(tx)
+            if !tx.isReady || !tx.armNotify() { return .empty }
+            waiting = tx.pending()
+            if waiting == 0 { return .empty }
+        }
+        tx.quiet()
+        let head = tx.head(at: 0)
+        let limit = guestHeaderLength + maximumFrameLength
+        guard tx.walk(head: head, writable: false, limit: limit, memory: memory),
+              tx.chainBytes >= guestHeaderLength + 14 else {
+            tx.addUsed(id: head, length: 0)
+            tx.publish(taken: 1)
+            return .dropped(length: 0, reason: .malformed)
+        }
+        var source = IOVectorCursor(tx.segments, tx.segmentCount)
+        _ = source.take(guestHeader, guestHeaderLength)
+        let frameLength = tx.chainBytes - guestHeaderLength
+        let outHeader = vnetHeaderLength
+        let result: ReceiveResult
+        if outHeader == 0 && (VirtioNetHeader.rawIsGSO(guestHeader) || guestHeader.load(as: UInt8.self) & 1 != 0) {
+            result = .dropped(length: frameLength, reason: .offloadUnsupported)   // not offered: the guest broke the rules
+        } else if IOVectors.length(of: buffers) < outHeader + frameLength {
+            statistics.countDrop(.noSpace)
+            result = .dropped(length: outHeader + frameLength, reason: .noSpace)
+        } else {
+            var out = IOVectorCursor(buffers.baseAddress!, buffers.count)
+            if outHeader > 0 {
+                VirtioNetHeader.convert(from: guestHeader, fromLength: guestHeaderLength, to: callerHeader, toLength: outHeader)
+                _ = out.put(callerHeader, outHeader)
+            }
+            _ = out.copy(frameLength, from: &source)
+            result = .frame(length: outHeader + frameLength)
+        }
+        tx.addUsed(id: head, length: 0)
+        tx.publish(taken: 1)
+        return result
+    }
+
+    public override func peekReceiveLength() throws(NetBackendError) -> Int {
+        guard tx.pending() > 0 else { return 0 }
+        guard tx.walk(head: tx.head(at: 0), writable: false, limit: guestHeaderLength + maximumFrameLength, memory: memory),
+              tx.chainBytes >= guestHeaderLength else { return 0 }
+        return tx.chainBytes - guestHeaderLength + vnetHeaderLength
+    }
+
+    // MARK: send -> guest RX
+
+    public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
+        guard rx.isReady else { reportBroken(rx); return .dropped(.noPeer) }
+        let total = IOVectors.length(of: frame)
+        let inHeader = vnetHeaderLength
+        guard total >= inHeader + 14 else { return .dropped(.truncated) }
+        var source = IOVectorCursor(frame.baseAddress!, frame.count)
+        if inHeader > 0 {
+            _ = source.take(callerHeader, inHeader)
+            let gso = VirtioNetHeader.rawIsGSO(callerHeader)
+            let type = callerHeader.load(fromByteOffset: 1, as: UInt8.self) & ~VirtioNetHeader.gsoECN
+            if gso && !(type == 1 ? guestTakes.contains(.hostTSO4) : type == 4 ? guestTakes.contains(.hostTSO6) : false) {
+                return .dropped(.offloadUnsupported)
+            }
+            if callerHeader.load(as: UInt8.self) & 1 != 0 && !guestTakes.contains(.csum) { return .dropped(.offloadUnsupported) }
+        }
+        VirtioNetHeader.convert(from: inHeader > 0 ? UnsafeRawPointer(callerHeader) : nil, fromLength: inHeader,
+                                to: guestHeader, toLength: guestHeaderLength)
+        let payload = total - inHeader
+        let need = guestHeaderLength + payload
+        var available = rx.pending()
+        var chains = 0, taken = 0, written = 0, buffers = 0
+        var numBuffers: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
+        while written < need {
+            if taken == available {
+                available = rx.pending()
+                if taken == available {
+                    reportBroken(rx)
+                    if !rx.armNotify() || rx.pending() == taken {
+                        waitingForBuffers = true
+                        return .wouldBlock   // nothing published: the buffers written stay the guest's
+                    }
+                    available = rx.pending()
+                }
+            }
+            guard chains < Self.maximumChainsPerFrame else { return .dropped(.oversized) }
+            let head = rx.head(at: taken)
+            taken += 1
+            chainHeads[chains] = head
+            chainLengths[chains] = 0
+            chains += 1
+            guard rx.walk(head: head, writable: true, limit: Int(Int32.max), memory: memory),
+                  written > 0 || rx.chainBytes >= guestHeaderLength else {
+                statistics.countDrop(.malformed)   // the chain, not the frame: it goes on in the next one
+                continue
+            }
+            if !mergeable && rx.chainBytes < need {
+                // Without MRG_RXBUF one buffer holds a frame: this one never will.
+                return .dropped(.oversized)
+            }
+            var out = IOVectorCursor(rx.segments, rx.segmentCount)
+            var n = 0
+            if written == 0 {
+                n = out.put(guestHeader, guestHeaderLength)
+                if guestHeaderLength == 12 { numBuffers = (out.address(at: 10), out.address(at: 11)) }
+            }
+            n += out.copy(min(need - written, rx.chainBytes) - n, from: &source)
+            chainLengths[chains - 1] = n
+            written += n
+            buffers += 1
+        }
+        if let lo = numBuffers.0, let hi = numBuffers.1 {
+            lo.storeBytes(of: UInt8(buffers & 0xff), as: UInt8.self)
+            hi.storeBytes(of: UInt8(buffers >> 8), as: UInt8.self)
+        }
+        for i in 0..<chains { rx.addUsed(id: chainHeads[i], length: chainLengths[i]) }
+        rx.publish(taken: taken)
+        rx.quiet()
+        return .sent(total)
+    }
+
+    // MARK: notifications
+
+    /// Before the loop waits: one interrupt per queue for all that was used this round.
+    private func signalGuest() {
+        rx.signalIfNeeded()
+        tx.signalIfNeeded()
+    }
+
+    /// The guest added RX buffers (it kicks only while netbe waits for them).
+    func rxKicked() {
+        drain(rx.kickFD)
+        if waitingForBuffers {
+            waitingForBuffers = false
+            rx.quiet()
+            notifyWritable()
+        }
+    }
+
+    func txKicked() {
+        drain(tx.kickFD)
+        notifyReceive()
+    }
+
+    private func drain(_ fd: Int32) {
+        var v: UInt64 = 0
+        _ = Glibc.read(fd, &v, 8)
+    }
+
+    private func reportBroken(_ q: SplitVirtqueue) {
+        guard q.broken, !loggedBroken else { return }
+        loggedBroken = true
+        statistics.countDrop(.malformed)
+        logger.error("\(name): the guest moved queue \(q.index)'s available index more than the ring size ahead; the queue is stopped until it is set up again")
+    }
+
+    /// Tells the relay when the guest's RX queue starts or stops.
+    func updateLink() {
+        let up = rx.isReady
+        guard up != linkWasUp else { return }
+        linkWasUp = up
+        notifyLinkState(up)
+    }
+
+    /// A kick descriptor changed or a queue started: watch the new one.
+    func rewatchKicks() {
+        rxKickSource?.cancel(); rxKickSource = nil
+        txKickSource?.cancel(); txKickSource = nil
+        loggedBroken = false
+        do {
+            if rx.kickFD >= 0 {
+                rxKickSource = try eventLoop.watch(fd: rx.kickFD, name: "\(name) rx kick") { [weak self] _ in self?.rxKicked() }
+                rxKickSource?.enable(.read)
+            }
+            if tx.kickFD >= 0 {
+                txKickSource = try eventLoop.watch(fd: tx.kickFD, name: "\(name) tx kick") { [weak self] _ in self?.txKicked() }
+                if receiveWanted { txKickSource?.enable(.read) }
+            }
+        } catch {
+            logger.error("\(name): \(error)")
+        }
+        // Frames the guest queued before the kick was watched raise no event of their own.
+        if tx.isReady && tx.pending() > 0 { notifyReceive() }
+        if waitingForBuffers && rx.isReady && rx.pending() > 0 { waitingForBuffers = false; notifyWritable() }
+    }
+
+    // MARK: connections
+
+    private func listen() throws(NetBackendError) {
+        do {
+            listenFD = try SocketCall.make(family: AF_UNIX, type: SocketCall.stream, device: name)
+            try SocketCall.bindUnix(listenFD, path: config.socketPath, type: SocketCall.stream)
+            boundPath = config.socketPath
+            try Syscall.check("listen", device: name) { Glibc.listen(listenFD, 4) }
+            listenSource = try eventLoop.watch(fd: listenFD, name: "vhost-user listen \(name)") { [weak self] _ in self?.accept() }
+        } catch {
+            throw .system(error)
+        }
+        listenSource?.enable(.read)
+        logger.info("\(name): listening for a vhost-user frontend")
+    }
+
+    private func accept() {
+        let fd = Glibc.accept(listenFD, nil, nil)
+        if fd < 0 {
+            let e = errno
+            if e != EAGAIN && e != EINTR && e != ECONNABORTED {
+                logger.warning("\(name): \(SystemCallError(call: "accept", device: name, errno: e))")
+            }
+            return
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        if channel != nil {
+            logger.warning("\(name): a second frontend connected while one is served; refused")
+            _ = Glibc.close(fd)
+            return
+        }
+        attach(fd)
+    }
+
+    /// server=off: one connection attempt; false when nobody listens.
+    @discardableResult
+    private func connectToFrontend(first: Bool = false) -> Bool {
+        guard channel == nil else { return true }
+        let fd: Int32
+        do {
+            fd = try SocketCall.make(family: AF_UNIX, type: SocketCall.stream, blocking: true, device: name)
+        } catch {
+            logger.error("\(name): \(error)")
+            return false
+        }
+        let rc = ResolvedSocketAddress(unixPath: config.socketPath).withSockaddr { Glibc.connect(fd, $0, $1) }
+        if rc != 0 {
+            let e = errno
+            _ = Glibc.close(fd)
+            if !first { logger.debug("\(name): \(SystemCallError(call: "connect", device: name, errno: e))") }
+            if let s = config.reconnectSeconds { try? reconnectTimer?.arm(milliseconds: s * 1000) }
+            return false
+        }
+        attach(fd)
+        return true
+    }
+
+    private func attach(_ fd: Int32) {
+        do { try SocketCall.setNonBlocking(fd, device: name) } catch {
+            logger.warning("\(name): \(error)")
+            _ = Glibc.close(fd)
+            return
+        }
+        let c = VhostUserChannel(fd: fd, device: name)
+        channel = c
+        do {
+            channelSource = try eventLoop.watch(fd: fd, name: "vhost-user \(name)") { [weak self] _ in self?.readMessages() }
+        } catch {
+            logger.error("\(name): \(error)")
+            channel = nil
+            return
+        }
+        channelSource?.enable(.read)
+        listenSource?.disable(.read)
+        logger.info("\(name): vhost-user frontend connected")
+    }
+
+    /// The frontend left or broke the protocol: everything it gave is released.
+    func disconnect(_ why: String, error: Bool) {
+        if error { logger.error("\(name): \(why); connection closed") } else { logger.info("\(name): \(why)") }
+        channelSource?.cancel(); channelSource = nil
+        channel = nil
+        resetDevice()
+        memory.unmapAll()
+        ackedFeatures = 0
+        ackedProtocol = 0
+        updateLink()
+        if config.server {
+            listenSource?.enable(.read)
+        } else if let s = config.reconnectSeconds {
+            try? reconnectTimer?.arm(milliseconds: s * 1000)
+        } else {
+            eventLoop.stop(throwing: NetBackendError.deviceGone("\(name): the vhost-user frontend went away and reconnect= is not set"))
+        }
+    }
+
+    /// Both queues back to their initial state, their descriptors closed.
+    func resetDevice() {
+        rxKickSource?.cancel(); rxKickSource = nil
+        txKickSource?.cancel(); txKickSource = nil
+        rx.reset()
+        tx.reset()
+        waitingForBuffers = false
+    }
+
+    private func readMessages() {
+        guard let c = channel else { return }
+        // A few messages per wake-up; level-triggered epoll brings the rest.
+        for _ in 0..<16 {
+            let r: VhostUserChannel.ReadResult
+            do { r = try c.read() } catch {
+                disconnect("\(error)", error: true)
+                return
+            }
+            switch r {
+            case .incomplete:
+                return
+            case .closed:
+                disconnect("the vhost-user frontend closed the connection", error: false)
+                return
+            case .protocolError(let why):
+                disconnect(why, error: true)
+                return
+            case .message(let request, let flags, let payload):
+                if let why = handle(request: request, flags: flags, payload: payload, channel: c) {
+                    c.finish()
+                    disconnect(why, error: true)
+                    return
+                }
+                c.finish()
+                guard channel === c else { return }
+            }
+        }
+    }
+
+    public override func close() {
+        super.close()
+        channelSource?.cancel(); channelSource = nil
+        channel = nil
+        resetDevice()
+        memory.unmapAll()
+        reconnectTimer?.cancel()
+        listenSource?.cancel(); listenSource = nil
+        if listenFD >= 0 { _ = Glibc.close(listenFD); listenFD = -1 }
+        if let p = boundPath { unlink(p); boundPath = nil }
+    }
+}
