@@ -50,6 +50,8 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
     /// A `send` found no room and returned would-block: the next RX kick calls the writable handler.
     private var waitingForBuffers = false
     private var linkWasUp = false
+    /// Loop rounds since TX last had frames (polled while below `idlePollRounds`).
+    private var txIdleRounds = Int.max
     @exclusivity(unchecked) private var loggedBroken = false
 
     // Scratch for headers and the chains of one frame, allocated once.
@@ -62,7 +64,7 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
     public init(spec: BackendSpec, eventLoop: NetEventLoop) throws(NetBackendError) {
         config = try VhostUserConfiguration(spec)
         super.init(spec: spec, kind: "vhost-user", name: config.socketPath, eventLoop: eventLoop)
-        eventLoop.addBeforeWaitHook { [weak self] _ in self?.signalGuest() }
+        eventLoop.addBeforeWaitHook { [weak self] timeout in self?.beforeWait(&timeout) }
         do {
             reconnectTimer = try eventLoop.makeOneShotTimer(name: "vhost-user reconnect \(name)") { [weak self] in self?.connectToFrontend() }
         } catch {
@@ -126,6 +128,7 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
             if waiting == 0 { return .empty }
         }
         tx.quiet()
+        txIdleRounds = 0
         let head = tx.head(at: 0)
         let limit = guestHeaderLength + maximumFrameLength
         guard tx.walk(head: head, writable: false, limit: limit, memory: memory),
@@ -168,7 +171,12 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
     // MARK: send -> guest RX
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        guard rx.isReady else { reportBroken(rx); return .dropped(.noPeer) }
+        guard rx.isReady else {
+            // No guest queue to fill (yet): held back as QEMU's can_receive does, resumed when it runs.
+            reportBroken(rx)
+            waitingForBuffers = true
+            return .wouldBlock
+        }
         let total = IOVectors.length(of: frame)
         let inHeader = vnetHeaderLength
         guard total >= inHeader + 14 else { return .dropped(.truncated) }
@@ -240,10 +248,25 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
     // MARK: notifications
 
     /// Before the loop waits: one interrupt per queue for all that was used this round.
-    private func signalGuest() {
+    /// While TX was busy moments ago, look at the ring again every millisecond for a
+    /// while: a polling frontend (DPDK virtio-user, no EVENT_IDX) was seen to add entries
+    /// without the kick that NO_NOTIFY's clearing asks for, and a frame must not wait for
+    /// the next one's kick.
+    private func beforeWait(_ timeout: inout Int32) {
         rx.signalIfNeeded()
         tx.signalIfNeeded()
+        guard txIdleRounds < Self.idlePollRounds else { return }
+        txIdleRounds += 1
+        if receiveWanted && tx.pending() > 0 {
+            notifyReceive()
+            rx.signalIfNeeded()
+            tx.signalIfNeeded()
+        }
+        if timeout < 0 || timeout > 1 { timeout = 1 }
     }
+
+    /// About 50 ms of idle polling after TX traffic.
+    private static let idlePollRounds = 50
 
     /// The guest added RX buffers (it kicks only while netbe waits for them).
     func rxKicked() {
@@ -278,6 +301,10 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
         guard up != linkWasUp else { return }
         linkWasUp = up
         notifyLinkState(up)
+        if up && waitingForBuffers {
+            waitingForBuffers = false
+            notifyWritable()
+        }
     }
 
     /// A kick descriptor changed or a queue started: watch the new one.
@@ -404,7 +431,6 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
         txKickSource?.cancel(); txKickSource = nil
         rx.reset()
         tx.reset()
-        waitingForBuffers = false
     }
 
     private func readMessages() {
