@@ -52,3 +52,18 @@ enum VirtioRingFeature {
 enum VhostUserProtocolFeature {
     static let replyAck: UInt64 = 1 << 3
 }
+
+extension VirtioRingFeature {
+    /// Feature bits by their spec names (ring and transport bits, then virtio-net's), for logs.
+    static func describe(_ bits: UInt64) -> String {
+        let ring: [(UInt64, String)] = [(indirectDescriptors, "INDIRECT_DESC"), (eventIndex, "EVENT_IDX"),
+                                        (protocolFeatures, "PROTOCOL_FEATURES"), (inOrder, "IN_ORDER")]
+        var rest = bits
+        var names: [String] = []
+        for (bit, name) in ring where bits & bit != 0 {
+            names.append(name)
+            rest &= ~bit
+        }
+        return (VirtioNetFeatures(rawValue: rest).names + names).joined(separator: ",")
+    }
+}

@@ -128,7 +128,7 @@ extension VhostUserBackend {
             q.indirect = f & VirtioRingFeature.indirectDescriptors != 0
         }
         guestTakes = VirtioNetFeatures(rawValue: f).intersection(VirtioNetFeatures.guestOffloads.union(.hostOffloads)).mirrored
-        logger.info("\(name): guest features \(VirtioNetFeatures(rawValue: f)), header \(guestHeaderLength) bytes")
+        logger.info("\(name): guest features \(VirtioRingFeature.describe(f)), header \(guestHeaderLength) bytes")
     }
 
     /// SET_MEM_TABLE: u32 count, u32 padding, then per region guest address, size, user
