@@ -52,4 +52,24 @@ import Testing
         }
         #expect(netbe.stderr.contains("guest memory"), "netbe logged the memory table:\n\(netbe.stderr.suffix(2000))")
     }
+
+    /// netbe killed under a running guest and started again: QEMU (`reconnect=1`) comes back,
+    /// sets the rings up from the indices it holds, and the guest's traffic goes on. The tap
+    /// is persistent, so that its address and the HTTP server outlive the first netbe.
+    @Test(.timeLimit(.minutes(3))) func netbeRestartedUnderARunningGuest() throws {
+        let ns = try TestNamespace("vur")
+        try ns.run("ip", "tuntap", "add", "tap0", "mode", "tap", "vnet_hdr")
+        let sock = TestSocketPath("vur")
+        var netbe = try NetbeBinary.start(["connect", "vhost-user,socket=\(sock.path)", "tap0,netns=\(ns.name)"])
+        try ns.address("tap0", "10.78.0.1/24")
+        let server = try HTTPFileServer(in: ns, bind: "10.78.0.1", bytes: 2 << 20)
+        let guest = try QemuGuest()
+        try Self.bootGuest(guest, socket: sock.path)
+        try guest.wait(for: "VM-READY", seconds: 120)
+        _ = try netbe.stop(SIGKILL)
+        netbe = try NetbeBinary.start(["connect", "vhost-user,socket=\(sock.path)", "tap0,netns=\(ns.name)"])
+        try Self.expectTraffic(guest, server, label: "vhost-user, netbe restarted")
+        #expect(try netbe.stop() == 0)
+        #expect(netbe.stderr.contains("guest memory"), "QEMU reconnected to the second netbe:\n\(netbe.stderr.suffix(2000))")
+    }
 }

@@ -216,11 +216,13 @@ final class SplitVirtqueue {
 
     /// Asks the guest to kick when it makes the next entry available, then looks again
     /// (the guest may have added one before it saw the request): true when entries wait.
+    /// With EVENT_IDX the event is the available index as seen now, not `lastAvail`: a
+    /// receive that waits for more buffers than those already there must hear of the next.
     @inline(__always)
     func armNotify() -> Bool {
-        guard let used else { return false }
+        guard let used, let avail else { return false }
         if eventIndex {
-            cnb_store_relaxed_u16(used + 4 + 8 * size, lastAvail.littleEndian)
+            cnb_store_relaxed_u16(used + 4 + 8 * size, cnb_load_acquire_u16(avail + 2))
         } else {
             cnb_store_relaxed_u16(used, 0)
         }
