@@ -45,7 +45,8 @@ import Testing
         #expect(try netbe.stop() == 0)
         let counters = try NetbeBinary.counters(netbe.stdout)
         let got = counters.first { ($0["from"] as? String) == sock.path }?["frames"] as? Int ?? 0
-        #expect(got > 10_000, "netbe took testpmd's frames: \(counters)")
+        // A stalled ring (a kick the driver never sent) stops at a few ring-fulls: ~12k frames.
+        #expect(got > 200_000, "netbe kept taking testpmd's frames: \(counters)")
         // What testpmd counts as sent is in the ring; at most a ring's worth was not taken yet.
         #expect(got <= sent && got >= sent - 1024, "testpmd sent \(sent), netbe got \(got)")
         #expect(netbe.stderr.contains("IN_ORDER"), "virtio-user negotiated IN_ORDER: \(netbe.stderr.suffix(1500))")
@@ -59,7 +60,7 @@ import Testing
         #expect(try netbe.stop() == 0)
         let counters = try NetbeBinary.counters(netbe.stdout)
         let sent = counters.first { ($0["to"] as? String) == sock.path }?["frames"] as? Int ?? 0
-        #expect(received > 10_000, "testpmd received netbe's frames: \(received); netbe: \(counters)")
+        #expect(received > 200_000, "testpmd kept receiving netbe's frames: \(received); netbe: \(counters)")
         // Frames still in the ring, or taken by the driver after its last count, when testpmd stopped.
         #expect(sent >= received && Double(sent) <= Double(received) * 1.02 + 1024, "netbe put \(sent) frames in the ring, testpmd counted \(received)")
     }

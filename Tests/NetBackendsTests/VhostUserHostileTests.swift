@@ -24,6 +24,9 @@ import Testing
         let fromGuest = counters.first { ($0["from"] as? String) == sock.path }
         #expect(fromGuest?["frames"] as? Int == 2, "the two good TX chains went on: \(counters)")
         #expect((fromGuest?["drops"] as? [String: Any])?["malformed"] as? Int == 8, "the eight bad TX chains were counted: \(counters)")
+        // The generator's frames wait while no guest RX queue runs: none dropped for want of a peer.
+        let toGuest = counters.first { ($0["to"] as? String) == sock.path }
+        #expect((toGuest?["drops"] as? [String: Any])?["no_peer"] as? Int == 0, "frames for the guest waited: \(counters)")
         for why in ["unsupported vhost-user request 999", "more than the 264", "fewer than offset + size", "ring addresses outside the memory table"] {
             #expect(netbe.stderr.contains(why), "netbe logged '\(why)'")
         }
