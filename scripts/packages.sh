@@ -17,7 +17,8 @@ NETBE_TOOLCHAIN_PACKAGES=(git ca-certificates binutils libc6-dev libgcc-12-dev l
 NETBE_DEMO_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static kmod xz-utils zstd python3 procps util-linux)
 # The test suite: namespaces, taps, the kernel's tools and the peers it compares with.
 NETBE_TEST_PACKAGES=(iproute2 iputils-ping iperf3 tcpdump ethtool python3 procps kmod xz-utils
-    busybox-static qemu-system-x86 linux-image-amd64 passt vde2 slirp4netns)
+    busybox-static qemu-system-x86 linux-image-amd64 passt vde2 slirp4netns
+    dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23)
 
 # Whether package $1 is installed. Without dpkg (not Debian) a probe per package stands in.
 netbe_package_present() {

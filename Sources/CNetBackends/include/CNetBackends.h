@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include "cnb_netmap.h"
+#include "cnb_vhost_user.h"
 
 #ifdef __linux__
 // Not part of Swift's Glibc module.

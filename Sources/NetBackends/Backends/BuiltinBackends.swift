@@ -10,6 +10,6 @@ extension BackendRegistry {
 /// The kinds `BackendRegistry.shared` starts with, in bhyve's prefix order.
 enum BuiltinBackends {
     static var kinds: [BackendKind] {
-        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, PasstBackend.kind, VxlanBackend.kind, NetmapBackend.kind, ValeBackend.kind]
+        [TapBackend.kind, StreamBackend.kind, DgramBackend.kind, SlirpBackend.kind, PasstBackend.kind, VxlanBackend.kind, NetmapBackend.kind, ValeBackend.kind, NullBackend.kind, VhostUserBackend.kind]
     }
 }

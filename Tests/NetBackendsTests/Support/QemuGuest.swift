@@ -88,14 +88,17 @@ final class QemuGuest {
 
     /// Boots the guest with `netdev` (a `-netdev` value with id=n0). `vm` holds the
     /// guest's settings: vmip=CIDR|dhcp, vmpeer=IP, vmport=, vmfile=.
-    func boot(netdev: String, vm: [String]) throws {
+    /// `extra` goes before the netdev (vhost-user: a shared memory backend), `device`
+    /// options are appended to the virtio-net-pci device.
+    func boot(netdev: String, vm: [String], extra: [String] = [], device: String = "") throws {
         let append = (["console=ttyS0", "quiet", "panic=-1"] + vm).joined(separator: " ")
         startedAt = Date()
         process = try TestProcess([
             "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-m", "256", "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "file:\(serialLog.path)",
             "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", append,
-            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+        ] + extra + [
+            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=" + device,
         ])
     }
 

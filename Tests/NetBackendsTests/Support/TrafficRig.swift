@@ -31,6 +31,8 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         "passt": [TrafficCase(name: "passt", kind: "passt")],
         "vxlan": [TrafficCase(name: "vxlan", kind: "vxlan")],
         "vale": [TrafficCase(name: "vale", kind: "vale")],
+        "null": [TrafficCase(name: "null-generate", kind: "null")],
+        "vhost-user": [TrafficCase(name: "vhost-user", kind: "vhost-user")],
     ]
 
     /// Every kind `BackendRegistry.shared` can open here, each way it can run, plus the
@@ -60,6 +62,8 @@ struct TrafficCase: Sendable, CustomTestStringConvertible, CustomStringConvertib
         case "passt": return try SlirpTrafficRig(loop: loop, spec: "passt,net=10.0.2.0/24,ipv6=off")
         case "vxlan": return try VxlanTrafficRig(loop: loop)
         case "vale": return try ValeTrafficRig(loop: loop)
+        case "null-generate": return try NullTrafficRig(loop: loop)
+        case "vhost-user": return try VhostUserTrafficRig(loop: loop)
         default: throw TestFailure("no recipe named \(name)")
         }
     }
