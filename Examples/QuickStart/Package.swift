@@ -1,6 +1,6 @@
 // swift-tools-version: 6.1
 // A program that uses NetBackends as a downstream package would: by path here (from a
-// clone: .package(url: "https://.../NetBackends.git", from: "0.3.0")). Its main.swift
+// clone: .package(url: "https://.../NetBackends.git", from: "0.4.0")). Its main.swift
 // is the README's library example, line for line; .ci/run builds and runs it.
 import PackageDescription
 
