@@ -230,4 +230,23 @@ import Testing
         try rig.namespaces[0].run("ping", "-q", "-c", "2", "-i", "0.2", "-W", "2", peer)
         #expect(try rig.ports()["slirp"] != nil)
     }
+
+    /// `--port passt` (issue 12): a passt child inside the daemon is a port; a namespace on
+    /// the switch gets its lease and reaches a host loopback server through it. passt
+    /// serves one guest (its address is the one it hands out), so one namespace here.
+    @Test func aPasstPortServesANamespace() throws {
+        try requireTool("passt", package: "passt")
+        let web = try LoopbackHTTPServer()
+        let rig = try Rig(ports: [""], daemonPorts: ["passt,net=10.0.2.0/24,ipv6=off"], addresses: false)
+        let lease = try DhcpLease.obtain(in: rig.namespaces[0])
+        #expect(lease.router == "10.0.2.2", "\(lease.line)")
+        let file = TrafficRig.tempPath("fetch")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let p = try rig.namespaces[0].spawn(["timeout", "10", "busybox", "wget", "-q", "-O", file, "http://10.0.2.2:\(web.port)/\(web.fileName)"])
+        #expect(try p.wait(seconds: 15) == 0)
+        #expect(FileManager.default.contents(atPath: file) == web.content, "the namespace did not fetch the host's file through passt")
+        let ports = try rig.ports()
+        let port = try #require(ports["passt"], "no port named passt: \(ports.keys.sorted())")
+        #expect(((port["frames"] as? NSNumber)?.intValue ?? 0) > 0, "\(port)")
+    }
 }
