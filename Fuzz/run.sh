@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 [ -x /opt/swift/usr/bin/swift ] && PATH="/opt/swift/usr/bin:$PATH"
 seconds=${1:-60}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz-spec fuzz-stream fuzz-seqpacket fuzz-slirp-input fuzz-virtio-net fuzz-offload)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz-spec fuzz-stream fuzz-seqpacket fuzz-slirp-input fuzz-virtio-net fuzz-offload fuzz-virtqueue)
 artifacts=${FUZZ_ARTIFACTS:-/tmp/netbe-fuzz-crashes}
 mkdir -p "$artifacts"
 

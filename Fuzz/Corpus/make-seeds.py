@@ -53,6 +53,27 @@ def gso(frame, size, v6=False):
     t = 14 + (40 if v6 else 20)
     return vnet(flags=1, gso=4 if v6 else 1, hdr_len=t + 20, gso_size=size, start=t, offset=16), frame
 
+def virtqueue(size_log2, features, chains):
+    """VirtqueueFuzzing's input: a ring of 2**size_log2 at guest offsets 0 (desc), 272
+    (avail), 544 (used), then the guest memory image with `chains` made available."""
+    size = 1 << size_log2
+    mem = bytearray(8192)
+    base = 0x1_0000_0000
+    d = 0
+    heads = []
+    for chain in chains:
+        heads.append(d)
+        for j, (addr, length, flags) in enumerate(chain):
+            nxt = d + 1 if j + 1 < len(chain) else 0
+            if flags & 1 and j + 1 == len(chain):
+                nxt = heads[-1]                     # the last one points back: a loop
+            struct.pack_into("<QIHH", mem, 16 * d, base + addr, length, flags, nxt)
+            d += 1
+    struct.pack_into("<HH", mem, 272, 0, len(heads))
+    for k, h in enumerate(heads):
+        struct.pack_into("<H", mem, 276 + 2 * k, h)
+    return bytes([size_log2, 0, 1, 2, features, 0, 0, 8]) + bytes(mem)
+
 seeds = {
     "fuzz-spec": [s.encode() for s in [
         "tap0", "tap0,netns=vm1", "vmnet1,mtu=9000,mac=52:54:00:12:34:56,up=off,offload=off,vnet=on,hdrlen=10",
@@ -81,6 +102,12 @@ seeds = {
     "fuzz-offload": [struct.pack("<H", size) + b"".join(struct.pack("!H", len(f)) + f for f in frames)
                      for size, frames in [(100, seg), (64, seg6), (1448, acks + seg), (1448, [superframe]),
                                           (1000, [superframe6]), (536, [syn, arp, dhcp])]],
+    "fuzz-virtqueue": [virtqueue(*c) for c in [
+        (3, 0, [[(4096, 100, 0)]]),                                  # one readable buffer
+        (3, 0, [[(4096, 60, 1), (8192, 40, 0)], [(12288, 1500, 2)]]),  # a chain, a writable buffer
+        (3, 1, [[(4096, 32, 4)]]),                                    # an indirect table (its entries: zeros)
+        (2, 2, [[(4096, 64, 1), (4096, 64, 1)]]),                     # a loop (NEXT back to itself)
+    ]],
 }
 
 for target, inputs in seeds.items():

@@ -13,6 +13,7 @@ let targets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
     "fuzz-slirp-input": SlirpInputFuzzing.run,
     "fuzz-virtio-net": VirtioNetFuzzing.run,
     "fuzz-offload": OffloadFuzzing.run,
+    "fuzz-virtqueue": VirtqueueFuzzing.run,
 ]
 
 /// The target this run feeds; set once, before libFuzzer starts calling.
