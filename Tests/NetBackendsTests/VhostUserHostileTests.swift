@@ -5,8 +5,9 @@ import Testing
 /// socket, with guest memory in a memfd it shares): descriptors outside memory, beyond the
 /// ring, looping, bad indirect tables, absurd lengths, wrong directions, an available index
 /// that runs ahead, and broken messages (huge sizes, unknown requests, descriptor counts
-/// that do not match, a region larger than its file, a ring outside memory). netbe skips
-/// and counts every bad chain, closes every broken connection, and serves the next one.
+/// that do not match, a region larger than its file, a ring outside memory, guest memory
+/// truncated after it was mapped). netbe skips and counts every bad chain, closes every
+/// broken connection, and serves the next one.
 @Suite struct VhostUserHostileTests {
     @Test(.timeLimit(.minutes(1))) func netbeSurvivesAndCountsAHostileFrontend() throws {
         try requireDebianPython()
@@ -27,7 +28,7 @@ import Testing
         // The generator's frames wait while no guest RX queue runs: none dropped for want of a peer.
         let toGuest = counters.first { ($0["to"] as? String) == sock.path }
         #expect((toGuest?["drops"] as? [String: Any])?["no_peer"] as? Int == 0, "frames for the guest waited: \(counters)")
-        for why in ["unsupported vhost-user request 999", "more than the 264", "fewer than offset + size", "ring addresses outside the memory table"] {
+        for why in ["unsupported vhost-user request 999", "more than the 264", "fewer than offset + size", "ring addresses outside the memory table", "truncated its guest memory file"] {
             #expect(netbe.stderr.contains(why), "netbe logged '\(why)'")
         }
     }
@@ -169,6 +170,23 @@ m[TX + 0x1002:TX + 0x1004] = struct.pack("<H", 10 + 1000)
 os.eventfd_write(kicks[1], 1)
 time.sleep(0.3)
 check(used_idx(m, TX) == 10, "nothing taken from a TX ring whose index ran ahead")
+s.close()
+
+# 3b. Guest memory truncated under netbe after SET_MEM_TABLE: netbe's next access to it
+# must not kill it (SIGBUS): the connection is closed, netbe serves the next one.
+fd2, m2 = memory()
+s = connect()
+kicks2 = {}
+setup(s, fd2, kicks2)
+send(s, 1)                                           # answered in order: the table is mapped by then
+check(recv(s) is not None, "netbe answered after the memory table")
+m2[BUF:BUF + len(frame)] = frame
+desc(m2, TX, 1, BUF, 72)
+publish(m2, TX, [1])
+m2.close()                                           # we never touch it again: it would fault here too
+os.ftruncate(fd2, 0)
+os.eventfd_write(kicks2[1], 1)
+check(closed_by_peer(s), "netbe closed the connection whose guest memory was truncated")
 s.close()
 
 # 4. Protocol abuse: each ends that connection, netbe serves the next.

@@ -25,4 +25,16 @@ static inline uint16_t cnb_load_relaxed_u16(const void *p) { return __atomic_loa
 static inline void cnb_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
 static inline void cnb_store_relaxed_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED); }
 
+// Guarding shared mappings a peer may truncate under us (a vhost-user frontend's guest
+// memory): a SIGBUS inside a guarded range replaces the whole range with private zero
+// pages (mmap MAP_FIXED|MAP_ANONYMOUS, async-signal-safe) and marks it faulted, so the
+// access that faulted completes instead of killing the process; the owner sees the flag,
+// drops what it read and closes the peer. A SIGBUS elsewhere goes to the disposition that
+// was there before. Weston and wlroots guard client shm buffers the same way.
+// add: a slot number (>= 0), or -1 when every slot is taken (errno ENOSPC) or the handler
+// could not be installed. remove before munmap.
+int cnb_sigbus_guard_add(void *base, size_t length);
+void cnb_sigbus_guard_remove(int slot);
+int cnb_sigbus_guard_faulted(int slot);
+
 #endif

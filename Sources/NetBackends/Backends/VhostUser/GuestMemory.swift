@@ -1,3 +1,4 @@
+import CNetBackends
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,7 +6,9 @@ import Glibc
 /// The frontend's memory table (SET_MEM_TABLE): each region mapped from the descriptor it
 /// came with. Guest-physical addresses (descriptors) and the frontend's own virtual
 /// addresses (SET_VRING_ADDR) are translated only when the whole range lies inside one
-/// region, so nothing a guest names can reach outside what is mapped.
+/// region, so nothing a guest names can reach outside what is mapped. Each mapping is
+/// guarded against SIGBUS (`cnb_sigbus_guard_add`): a frontend that truncates its file
+/// after the table was checked turns our next access into zeros and `faulted`, not a crash.
 final class GuestMemory {
     struct Region {
         let guestAddress: UInt64
@@ -15,6 +18,7 @@ final class GuestMemory {
         let base: UnsafeMutableRawPointer
         let mapping: UnsafeMutableRawPointer
         let mappingLength: Int
+        let guardSlot: Int32
     }
 
     private(set) var regions: [Region] = []
@@ -25,8 +29,17 @@ final class GuestMemory {
 
     var isEmpty: Bool { regions.isEmpty }
 
+    /// A region's file was truncated under us: what was read from it may be zeros.
+    var faulted: Bool {
+        for r in regions where cnb_sigbus_guard_faulted(r.guardSlot) != 0 { return true }
+        return false
+    }
+
     func unmapAll() {
-        for r in regions { munmap(r.mapping, r.mappingLength) }
+        for r in regions {
+            cnb_sigbus_guard_remove(r.guardSlot)
+            munmap(r.mapping, r.mappingLength)
+        }
         regions.removeAll()
         last = 0
     }
@@ -46,8 +59,14 @@ final class GuestMemory {
         // Mapped from offset 0 and the offset added afterwards: mmap needs a page-aligned offset.
         let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let p, p != MAP_FAILED else { throw .system(SystemCallError(call: "mmap", device: device, errno: errno)) }
+        let slot = cnb_sigbus_guard_add(p, length)
+        guard slot >= 0 else {
+            let e = errno
+            munmap(p, length)
+            throw .system(SystemCallError(call: "SIGBUS guard for a memory region", device: device, errno: e))
+        }
         regions.append(Region(guestAddress: guestAddress, size: size, userAddress: userAddress,
-                              base: p + Int(offset), mapping: p, mappingLength: length))
+                              base: p + Int(offset), mapping: p, mappingLength: length, guardSlot: slot))
     }
 
     /// Host address of guest-physical [address, address + length), or nil.

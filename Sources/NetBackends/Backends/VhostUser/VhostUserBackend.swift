@@ -154,7 +154,8 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
                 _ = out.put(callerHeader, outHeader)
             }
             _ = out.copy(frameLength, from: &source)
-            result = .frame(length: outHeader + frameLength)
+            // Read from a file the frontend truncated: zeros, not its frame.
+            result = memory.faulted ? .dropped(length: frameLength, reason: .malformed) : .frame(length: outHeader + frameLength)
         }
         tx.addUsed(id: head, length: 0)
         tx.publish(taken: 1)
@@ -253,6 +254,10 @@ public final class VhostUserBackend: NetBackend, @unchecked Sendable {
     /// without the kick that NO_NOTIFY's clearing asks for, and a frame must not wait for
     /// the next one's kick.
     private func beforeWait(_ timeout: inout Int32) {
+        if memory.faulted {
+            disconnect("the frontend truncated its guest memory file under netbe (SIGBUS caught, the region read as zeros)", error: true)
+            return
+        }
         rx.signalIfNeeded()
         tx.signalIfNeeded()
         guard txIdleRounds < Self.idlePollRounds else { return }
