@@ -53,6 +53,28 @@ import Testing
         #expect(netbe.stderr.contains("guest memory"), "netbe logged the memory table:\n\(netbe.stderr.suffix(2000))")
     }
 
+    /// User-mode networking for a vhost-user guest: `netbe connect vhost-user,... slirp`.
+    /// The guest gets its lease from libslirp, pings the gateway and downloads a file from
+    /// the host's loopback whose SHA-256 must match; the slirp side's offloads (its TSO
+    /// cut and joined in software) reach the guest as negotiated features.
+    @Test(.timeLimit(.minutes(5))) func qemuGuestGetsALeaseThroughSlirp() throws {
+        let server = try LoopbackHTTPServer(bytes: 2 << 20)
+        let sock = TestSocketPath("vus")
+        let netbe = try NetbeBinary.start(["connect", "vhost-user,socket=\(sock.path)", "slirp"])
+        let guest = try QemuGuest()
+        try guest.boot(netdev: "vhost-user,id=n0,chardev=c0",
+                       vm: ["vmip=dhcp", "vmpeer=10.0.2.2", "vmport=\(server.port)", "vmfile=\(server.fileName)"],
+                       extra: Self.memory + ["-chardev", "socket,id=c0,path=\(sock.path),reconnect=1"], device: ",vectors=0")
+        try guest.wait(for: "VM-DONE", seconds: 120)
+        let want = String(try sh("sha256sum", server.directory.appendingPathComponent(server.fileName).path).prefix(64))
+        #expect(guest.line("VM-DHCP")?.hasPrefix("10.0.2.15") == true, "DHCP lease from slirp:\n\(guest.serial.suffix(2000))")
+        #expect(guest.line("VM-SHA256") == want, "the guest fetched the file whole:\n\(guest.serial.suffix(2000))")
+        try guest.waitExit()
+        #expect(try netbe.stop() == 0, "netbe stderr: \(netbe.stderr.suffix(2000))")
+        let counters = try NetbeBinary.counters(netbe.stdout)
+        #expect(counters.map { $0["bytes"] as? Int ?? 0 }.max() ?? 0 > 2 << 20, "the file crossed netbe: \(counters)")
+    }
+
     /// netbe killed under a running guest and started again: QEMU (`reconnect=1`) comes back,
     /// sets the rings up from the indices it holds, and the guest's traffic goes on. The tap
     /// is persistent, so that its address and the HTTP server outlive the first netbe.
