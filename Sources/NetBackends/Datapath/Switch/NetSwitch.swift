@@ -30,6 +30,9 @@ public final class NetSwitch: @unchecked Sendable {
     public var onPortFailure: (@Sendable (SwitchPort, NetBackendError) -> Void)?
 
     private var slots: [SwitchPort?]
+    /// `slots` again, for the per-frame lookup: reached without a retain and release
+    /// (`slots` owns the ports; both change together, on the loop thread).
+    private let unretainedSlots: UnsafeMutablePointer<Unmanaged<SwitchPort>?>
     /// The attached ports, in attach order (what a flood walks).
     @exclusivity(unchecked) private var active: [SwitchPort] = []
     private let buffer: UnsafeMutableRawPointer
@@ -43,6 +46,8 @@ public final class NetSwitch: @unchecked Sendable {
         self.maximumPorts = maximumPorts
         table = MACTable(capacity: tableCapacity, agingSeconds: agingSeconds)
         slots = Array(repeating: nil, count: maximumPorts)
+        unretainedSlots = .allocate(capacity: maximumPorts)
+        unretainedSlots.initialize(repeating: nil, count: maximumPorts)
         buffer = .allocate(byteCount: bufferSize, alignment: 64)
         inVector = .allocate(capacity: 1)
         inVector.initialize(to: iovec(iov_base: buffer, iov_len: bufferSize))
@@ -55,6 +60,7 @@ public final class NetSwitch: @unchecked Sendable {
         for p in active { p.backend.removeHandlers() }
         buffer.deallocate()
         inVector.deallocate()
+        unretainedSlots.deallocate()
     }
 
     /// The attached ports, in attach order.
@@ -87,6 +93,7 @@ public final class NetSwitch: @unchecked Sendable {
         try backend.setCapabilities(Self.features(for: backend), vnetHeaderLength: backend.preferredHeaderLength)
         let port = SwitchPort(name: name, backend: backend, index: Int32(free))
         slots[free] = port
+        unretainedSlots[free] = Unmanaged.passUnretained(port)
         active.append(port)
         backend.setReceiveHandler { [weak self, unowned port] in self?.pump(port) }
         backend.setLinkStateHandler { _ in }
@@ -115,6 +122,7 @@ public final class NetSwitch: @unchecked Sendable {
         guard let i = active.firstIndex(where: { $0 === port }) else { return }
         active.remove(at: i)
         slots[Int(port.index)] = nil
+        unretainedSlots[Int(port.index)] = nil
         port.backend.removeHandlers()
         port.backend.disableReceive()
         table.forget(port: port.index)
@@ -158,8 +166,10 @@ public final class NetSwitch: @unchecked Sendable {
                 table.learn(MACTable.key(ethernet + 6), port: port.index, now: now)
                 if !MACTable.isGroup(destination) {
                     let out = table.lookup(destination, now: now)
-                    if out >= 0, let target = slots[Int(out)] {
-                        if target === port { port.filtered &+= 1 } else { output(to: target, length: length, headerLength: inHeader) }
+                    if out >= 0, out < maximumPorts, let target = unretainedSlots[Int(out)] {
+                        target._withUnsafeGuaranteedRef { target in
+                            if target === port { port.filtered &+= 1 } else { output(to: target, length: length, headerLength: inHeader) }
+                        }
                         continue
                     }
                 }
