@@ -45,11 +45,13 @@ struct SwitchTrafficCommand: ParsableCommand {
         put([0x88, 0xb5], at: 12)   // IEEE local experimental EtherType
         nonisolated(unsafe) let out = UnsafeRawBufferPointer(start: frame.baseAddress, count: header + size)
         let counter = Counter()
+        let size = self.size   // not through the option's wrapper per frame
         let start = Date()
         _ = try loop.addTimer(name: "bench-end", intervalMilliseconds: Int(seconds * 1000)) { loop.stop() }
         if receive {
             _ = try backend.send(out)
             backend.setReceiveHandler { [unowned backend] in
+                let backend = backend   // one strong reference per wake-up, not per frame
                 for _ in 0..<256 {
                     guard case .frame(let n) = (try? backend.receive(into: frame)) ?? .empty else { break }
                     counter.frames += 1
@@ -59,6 +61,7 @@ struct SwitchTrafficCommand: ParsableCommand {
             backend.enableReceive()
         } else {
             let pump: @Sendable () -> Void = { [unowned backend] in
+                let backend = backend   // one strong reference per wake-up, not per frame
                 while true {
                     for i in 0..<256 {
                         guard case .sent = (try? backend.send(out, more: i < 255)) ?? .wouldBlock else {

@@ -6,6 +6,7 @@
 #
 #   bash bench/switch/run.sh             # ROUNDS=3 SECS=5
 #   NETBE=/path/netbe bash bench/switch/run.sh
+#   NETBE_ALT=/path/other-netbe bash bench/switch/run.sh   # adds an A/B row (e.g. an older build)
 # Needs vde2 (vde_switch, vde_plug, dpipe), gcc, swift. No root needed.
 set -u
 set -o pipefail
@@ -34,8 +35,11 @@ gcc -O2 -o "$WORK/vdegen" "$REPO/bench/switch/vdegen.c" || exit 1
 # rate FILE: frames and bytes the sink counted, per second of the generator's run.
 field() { awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' "$1" | tail -1; }
 
+run_alt() { NETBE=$NETBE_ALT run_netbe "$1"; }
+
 run_netbe() {   # SIZE -> "frames/s bits/s" at the sink
   local size=$1 sock=$WORK/netbe.sock
+  rm -f "$sock"
   "$NETBE" switch vale0 --socket "$sock" --log-level warning >"$WORK/d.out" 2>"$WORK/d.err" & local d=$!
   PIDS+=($d)
   until [ -S "$sock" ]; do sleep 0.05; done
@@ -71,7 +75,7 @@ report() {   # sink-out gen-out
 
 declare -A RESULTS
 for r in $(seq 1 "$ROUNDS"); do
-  for setup in netbe vde; do
+  for setup in netbe ${NETBE_ALT:+alt} vde; do
     for size in 60 1514; do
       out=$(run_$setup $size)
       RESULTS[$setup-$size]+="$out;"
@@ -88,5 +92,10 @@ echo "switch bench: $ROUNDS rounds of ${SECS}s, $(nproc) vCPU, load $(cut -d' ' 
 echo "| switch | 60-byte frames/s (median) | 1514-byte Gbit/s (median) |"
 echo "|---|---|---|"
 echo "| netbe switch (vale ports) | $nb60 | $nb1514 |"
+if [ -n "${NETBE_ALT:-}" ]; then
+  al60=$(echo "${RESULTS[alt-60]}" | median 1); al1514=$(echo "${RESULTS[alt-1514]}" | median 2)
+  echo "| netbe switch, NETBE_ALT | $al60 | $al1514 |"
+fi
 echo "| vde_switch (vde_plug ends) | $vd60 | $vd1514 |"
 awk -v a="$nb60" -v b="$vd60" -v c="$nb1514" -v d="$vd1514" 'BEGIN { printf "| netbe / vde | %.1fx | %.1fx |\n", (b > 0 ? a / b : 0), (d > 0 ? c / d : 0) }'
+[ -n "${NETBE_ALT:-}" ] && awk -v a="$nb60" -v b="$al60" -v c="$nb1514" -v d="$al1514" 'BEGIN { printf "| netbe / NETBE_ALT | %.1fx | %.1fx |\n", (b > 0 ? a / b : 0), (d > 0 ? c / d : 0) }'

@@ -14,6 +14,12 @@ public final class SwitchRingPort: NetBackend, @unchecked Sendable {
     public static let bufferSize = 2048
     /// Slots handed back to the peer at least this often while frames keep coming.
     static let releaseEvery = 128
+    /// ... but the client is kicked for them only once this many went back unkicked (half
+    /// the ring), or when its ring was found empty: a sender waiting for room then wakes to
+    /// a half-empty ring, not to every 128 slots (each wake-up is a context switch).
+    static let kickEvery = 512
+    /// Frames handed back to the client since its last kick.
+    @exclusivity(unchecked) private var releasedUnkicked = 0
 
     let memory: SharedRingMemory
     /// The client's TX ring, drained from the kernel side.
@@ -104,14 +110,24 @@ public final class SwitchRingPort: NetBackend, @unchecked Sendable {
                 guard attempt == 0 else { break }
                 // Hand the slots back, take the kick, and look once more: a frame published
                 // between the look and the reset is never missed.
-                if fromClient.release() { try signal() }
+                if fromClient.release() || releasedUnkicked > 0 {
+                    releasedUnkicked = 0
+                    try signal()
+                }
                 kick.consume()
                 continue
             }
             if case .dropped(_, let reason) = result { statistics.countDrop(reason) }
             // A client that keeps its ring full gets slots back as we go, not only once we
             // found it empty: it fills while we drain (no ping-pong of whole rings).
-            if fromClient.unreleasedFrames >= Self.releaseEvery, fromClient.release() { try signal() }
+            if fromClient.unreleasedFrames >= Self.releaseEvery {
+                releasedUnkicked &+= fromClient.unreleasedFrames
+                fromClient.release()
+                if releasedUnkicked >= Self.kickEvery {
+                    releasedUnkicked = 0
+                    try signal()
+                }
+            }
             return result
         }
         return .empty

@@ -71,7 +71,10 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
     }
 
     let options: Options
-    @exclusivity(unchecked) private var link: Link?
+    @exclusivity(unchecked) private var link: Link? { didSet { current = link.map { Unmanaged.passUnretained($0) } } }
+    /// `link` for the per-frame paths: reached without a retain and release per frame
+    /// (`link` keeps it alive; both change on the loop thread only).
+    @exclusivity(unchecked) private var current: Unmanaged<Link>?
     @exclusivity(unchecked) private var receiveOn = false
     @exclusivity(unchecked) private var waitingForRoom = false
     /// The frontend's header length; the rings' is always 12.
@@ -206,6 +209,12 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
 
     private func woken() {
         guard let link else { return }
+        // Take the kick before looking at the ring, never after: a kick for slots handed
+        // back after the look then stays readable. (Consumed after the writable handler,
+        // it swallowed the switch's one kick for slots freed while that handler filled the
+        // ring: both sides then slept, the ring half free; bench/switch saw such stalls.)
+        // With receive on, `receive` takes it at the empty ring and looks again itself.
+        if !receiveOn { link.wake.consume() }
         if waitingForRoom && link.transmit.refresh() > 0 {
             waitingForRoom = false
             updateInterest()
@@ -214,7 +223,6 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
         if receiveOn {
             notifyReceive()
         } else {
-            link.wake.consume()
             updateInterest()
         }
     }
@@ -230,7 +238,7 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
         if on, let link { try? link.wake.signal() }   // frames may have come while off
     }
 
-    public override var hasBufferedFrames: Bool { (link?.receive.filledSlots ?? 0) > 0 }
+    public override var hasBufferedFrames: Bool { (current?._withUnsafeGuaranteedRef { $0.receive.filledSlots } ?? 0) > 0 }
 
     // MARK: negotiation
 
@@ -248,10 +256,19 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
     // MARK: frames
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        guard let link else {
+        guard let current else {
             statistics.countDrop(.noPeer)
             return .dropped(.noPeer)
         }
+        var failure: NetBackendError?
+        let result = current._withUnsafeGuaranteedRef { link in
+            do throws(NetBackendError) { return try send(frame, more: more, on: link) } catch { failure = error; return .wouldBlock }
+        }
+        if let failure { throw failure }
+        return result
+    }
+
+    private func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool, on link: Link) throws(NetBackendError) -> SendResult {
         let outcome: NetmapSendOutcome
         if frontendHeader == SwitchControl.ringHeaderLength {
             outcome = link.transmit.send(frame)
@@ -264,11 +281,15 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
         }
         switch outcome {
         case .queued:
-            if !more { try flush() }
+            if !more, link.transmit.publish() {
+                do { try link.kick.signal() } catch { throw .system(error) }
+            }
             return .sent(IOVectors.length(of: frame))
         case .noSpace:
             // Let the switch see what is queued, then wait for its kick.
-            try flush()
+            if link.transmit.publish() {
+                do { try link.kick.signal() } catch { throw .system(error) }
+            }
             waitingForRoom = true
             updateInterest()
             return .wouldBlock
@@ -312,12 +333,23 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
     }
 
     public override func flush() throws(NetBackendError) {
-        guard let link, link.transmit.publish() else { return }
-        do { try link.kick.signal() } catch { throw .system(error) }
+        guard let current else { return }
+        let kick = current._withUnsafeGuaranteedRef { link in link.transmit.publish() ? link.kick : nil }
+        guard let kick else { return }
+        do { try kick.signal() } catch { throw .system(error) }
     }
 
     public override func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> ReceiveResult {
-        guard let link else { return .empty }
+        guard let current else { return .empty }
+        var failure: NetBackendError?
+        let result = current._withUnsafeGuaranteedRef { link in
+            do throws(NetBackendError) { return try receive(into: buffers, from: link) } catch { failure = error; return .empty }
+        }
+        if let failure { throw failure }
+        return result
+    }
+
+    private func receive(into buffers: UnsafeBufferPointer<iovec>, from link: Link) throws(NetBackendError) -> ReceiveResult {
         for attempt in 0..<2 {
             let result: ReceiveResult
             if frontendHeader == SwitchControl.ringHeaderLength {
@@ -334,9 +366,9 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
             case .empty:
                 guard attempt == 0 else { return .empty }
                 // Hand slots back, reset our eventfd, look again (a kick in between is kept).
-                if link.receive.release() {
-                    do { try link.kick.signal() } catch { throw .system(error) }
-                }
+                // No kick for the slots: the switch never waits for room on our RX ring (what
+                // does not fit is dropped there), so a kick would only wake it for nothing.
+                link.receive.release()
                 link.wake.consume()
                 if waitingForRoom && link.transmit.refresh() > 0 { try? link.wake.signal() }
             case .dropped(_, let reason):
@@ -351,11 +383,11 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
         return .empty
     }
 
-    /// Hands consumed slots back while frames keep coming (the switch fills as we drain).
+    /// Hands consumed slots back while frames keep coming (the switch fills as we drain);
+    /// unkicked, as above.
     @inline(__always)
     private func releaseIfMany(_ link: Link) throws(NetBackendError) {
-        guard link.receive.unreleasedFrames >= SwitchRingPort.releaseEvery, link.receive.release() else { return }
-        do { try link.kick.signal() } catch { throw .system(error) }
+        if link.receive.unreleasedFrames >= SwitchRingPort.releaseEvery { link.receive.release() }
     }
 
     /// The ring's frame in `scratch` (`n` bytes, 12-byte header) copied out with the

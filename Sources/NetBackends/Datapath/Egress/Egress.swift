@@ -42,10 +42,10 @@ public final class Egress: @unchecked Sendable {
     @exclusivity(unchecked) private var segmenter: TCPSegmenter?
     @exclusivity(unchecked) private var segmentLength = 0
     @exclusivity(unchecked) private var cutBudget = 0
-    // What the sink accepts, from the negotiation done before the egress exists.
-    let sinkTakesCsum: Bool
-    let sinkTakesTSO4: Bool
-    let sinkTakesTSO6: Bool
+    // What the sink accepts, from its negotiation (`renegotiated()` reads it again).
+    @exclusivity(unchecked) private(set) var sinkTakesCsum = false
+    @exclusivity(unchecked) private(set) var sinkTakesTSO4 = false
+    @exclusivity(unchecked) private(set) var sinkTakesTSO6 = false
 
     /// An output to `sink` as it is negotiated now (make a new one after renegotiating).
     public init(to sink: NetBackend, statistics: BackendStatistics = BackendStatistics(), capture: PcapWriter? = nil,
@@ -58,11 +58,22 @@ public final class Egress: @unchecked Sendable {
         outVector.initialize(repeating: iovec(), count: 1 + TCPCoalescer.maximumSegments)
         header = .allocate(byteCount: 16, alignment: 16)
         segment = .allocate(byteCount: maximumFrameLength + VirtioNetHeader.mergeableLength + 64, alignment: 64)
+        cutBudget = cutLimit
+        readNegotiation()
+    }
+
+    /// The sink renegotiated: what it takes is read again, and a cut under way is given up
+    /// (counted `queue_full`), as a new egress would have lost it. Loop thread.
+    public func renegotiated() {
+        if segmenter != nil { abandon(.queueFull) }
+        readNegotiation()
+    }
+
+    private func readNegotiation() {
         let takes = sink.vnetHeaderLength > 0 ? sink.negotiatedFeatures : []
         sinkTakesCsum = takes.contains(.csum)
         sinkTakesTSO4 = takes.isSuperset(of: [.csum, .hostTSO4])
         sinkTakesTSO6 = takes.isSuperset(of: [.csum, .hostTSO6])
-        cutBudget = cutLimit
     }
 
     deinit {

@@ -22,12 +22,17 @@ public final class NetSwitch: @unchecked Sendable {
     public let eventLoop: NetEventLoop
     public let maximumPorts: Int
     public let table: MACTable
-    /// Frames read from one port per wake-up before yielding to the others.
-    @exclusivity(unchecked) public var batchLimit = 64
+    /// Frames read from one port per wake-up before yielding to the others (each batch
+    /// costs a flush, a kick per port sent to and a resume through the loop: 256 keeps
+    /// that small per frame while a port's ring of 1024 holds four batches).
+    @exclusivity(unchecked) public var batchLimit = 256
     /// Called after a port was detached because its backend failed (the daemon frees it).
     public var onPortFailure: (@Sendable (SwitchPort, NetBackendError) -> Void)?
 
     private var slots: [SwitchPort?]
+    /// `slots` again, for the per-frame lookup: reached without a retain and release
+    /// (`slots` owns the ports; both change together, on the loop thread).
+    private let unretainedSlots: UnsafeMutablePointer<Unmanaged<SwitchPort>?>
     /// The attached ports, in attach order (what a flood walks).
     @exclusivity(unchecked) private var active: [SwitchPort] = []
     private let buffer: UnsafeMutableRawPointer
@@ -41,6 +46,8 @@ public final class NetSwitch: @unchecked Sendable {
         self.maximumPorts = maximumPorts
         table = MACTable(capacity: tableCapacity, agingSeconds: agingSeconds)
         slots = Array(repeating: nil, count: maximumPorts)
+        unretainedSlots = .allocate(capacity: maximumPorts)
+        unretainedSlots.initialize(repeating: nil, count: maximumPorts)
         buffer = .allocate(byteCount: bufferSize, alignment: 64)
         inVector = .allocate(capacity: 1)
         inVector.initialize(to: iovec(iov_base: buffer, iov_len: bufferSize))
@@ -53,6 +60,7 @@ public final class NetSwitch: @unchecked Sendable {
         for p in active { p.backend.removeHandlers() }
         buffer.deallocate()
         inVector.deallocate()
+        unretainedSlots.deallocate()
     }
 
     /// The attached ports, in attach order.
@@ -85,6 +93,7 @@ public final class NetSwitch: @unchecked Sendable {
         try backend.setCapabilities(Self.features(for: backend), vnetHeaderLength: backend.preferredHeaderLength)
         let port = SwitchPort(name: name, backend: backend, index: Int32(free))
         slots[free] = port
+        unretainedSlots[free] = Unmanaged.passUnretained(port)
         active.append(port)
         backend.setReceiveHandler { [weak self, unowned port] in self?.pump(port) }
         backend.setLinkStateHandler { _ in }
@@ -104,7 +113,7 @@ public final class NetSwitch: @unchecked Sendable {
     /// The port's backend renegotiated (a client reported new features): its output
     /// follows. Loop thread.
     public func renegotiated(_ port: SwitchPort) {
-        port.egress = Egress(to: port.backend)
+        port.egress.renegotiated()
     }
 
     /// Detaches `port`: no more frames to or from it, its MACs forgotten. Does not close
@@ -113,6 +122,7 @@ public final class NetSwitch: @unchecked Sendable {
         guard let i = active.firstIndex(where: { $0 === port }) else { return }
         active.remove(at: i)
         slots[Int(port.index)] = nil
+        unretainedSlots[Int(port.index)] = nil
         port.backend.removeHandlers()
         port.backend.disableReceive()
         table.forget(port: port.index)
@@ -156,8 +166,10 @@ public final class NetSwitch: @unchecked Sendable {
                 table.learn(MACTable.key(ethernet + 6), port: port.index, now: now)
                 if !MACTable.isGroup(destination) {
                     let out = table.lookup(destination, now: now)
-                    if out >= 0, let target = slots[Int(out)] {
-                        if target === port { port.filtered &+= 1 } else { output(to: target, length: length, headerLength: inHeader) }
+                    if out >= 0, out < maximumPorts, let target = unretainedSlots[Int(out)] {
+                        target._withUnsafeGuaranteedRef { target in
+                            if target === port { port.filtered &+= 1 } else { output(to: target, length: length, headerLength: inHeader) }
+                        }
                         continue
                     }
                 }
@@ -171,7 +183,7 @@ public final class NetSwitch: @unchecked Sendable {
 
     @inline(__always)
     private func output(to target: SwitchPort, length: Int, headerLength: Int) {
-        guard target.failure == nil else { return }
+        guard !target.failed else { return }
         do {
             let outcome = try target.egress.send(buffer, length: length, headerLength: headerLength)
             // No waiting for one port: what it cannot take now is its loss alone.
@@ -190,7 +202,7 @@ public final class NetSwitch: @unchecked Sendable {
                 p.touched = false
                 do { try p.egress.flush() } catch { p.failure = error }
             }
-            if p.failure != nil { failed.append(p) }
+            if p.failed { failed.append(p) }
         }
         for p in failed {
             let error = p.failure!

@@ -13,11 +13,15 @@ public final class SwitchPort: @unchecked Sendable {
     /// Frames whose destination was learned behind this same port: not sent anywhere.
     @exclusivity(unchecked) public internal(set) var filtered: UInt64 = 0
 
-    @exclusivity(unchecked) var egress: Egress
+    /// A `let`, renegotiated in place (`Egress.renegotiated`): the switch reaches it per
+    /// frame without a retain.
+    let egress: Egress
     /// Sent to in the current batch: flushed at its end.
     @exclusivity(unchecked) var touched = false
     /// A send or receive failed: detached at the end of the batch.
-    @exclusivity(unchecked) var failure: NetBackendError?
+    @exclusivity(unchecked) var failure: NetBackendError? { didSet { failed = failure != nil } }
+    /// `failure != nil`, as a plain flag tested per frame (no copy of the error).
+    @exclusivity(unchecked) private(set) var failed = false
 
     init(name: String, backend: NetBackend, index: Int32) {
         self.name = name
