@@ -53,6 +53,29 @@ import Testing
         #expect(netbe.stderr.contains("guest memory"), "netbe logged the memory table:\n\(netbe.stderr.suffix(2000))")
     }
 
+    /// A guest that declines offloads (QEMU `guest_csum=off,guest_tso4=off,guest_tso6=off`)
+    /// while the tap behind netbe was granted them: the tap's TSO super-frames are cut and
+    /// checksummed on their way to the guest (`sw_segmented`), none is dropped for an
+    /// offload the guest cannot take, and the download arrives whole.
+    @Test(.timeLimit(.minutes(5))) func aGuestDecliningOffloadsGetsCutFrames() throws {
+        let ns = try TestNamespace("vuc")
+        let sock = TestSocketPath("vuc")
+        let netbe = try NetbeBinary.start(["connect", "vhost-user,socket=\(sock.path)", "tap0,netns=\(ns.name)"])
+        try ns.address("tap0", "10.78.0.1/24")
+        let server = try HTTPFileServer(in: ns, bind: "10.78.0.1", bytes: 2 << 20)
+        let guest = try QemuGuest()
+        try guest.boot(netdev: "vhost-user,id=n0,chardev=c0", vm: Self.guestSettings,
+                       extra: Self.memory + ["-chardev", "socket,id=c0,path=\(sock.path),reconnect=1"],
+                       device: ",vectors=0,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off")
+        try Self.expectTraffic(guest, server, label: "vhost-user, guest without offloads")
+        #expect(try netbe.stop() == 0)
+        let counters = try NetbeBinary.counters(netbe.stdout)
+        let toGuest = try #require(counters.first { ($0["to"] as? String)?.hasPrefix("/") == true }, "\(counters)")
+        let drops = toGuest["drops"] as? [String: Any] ?? [:]
+        #expect((toGuest["sw_segmented"] as? Int ?? 0) > 0, "the tap's super-frames were cut for the guest: \(toGuest)")
+        #expect(drops["offload_unsupported"] as? Int ?? 0 == 0, "frames dropped for offloads the guest declined: \(toGuest)")
+    }
+
     /// User-mode networking for a vhost-user guest: `netbe connect vhost-user,... slirp`.
     /// The guest gets its lease from libslirp, pings the gateway and downloads a file from
     /// the host's loopback whose SHA-256 must match; the slirp side's offloads (its TSO

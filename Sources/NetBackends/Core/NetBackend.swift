@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -107,6 +108,10 @@ open class NetBackend: @unchecked Sendable {
     private var source: EventSource?
     private let handlers: BackendHandlers
     private var discardBuffer: UnsafeMutableRawPointer?
+    /// What the frontend granted in `setCapabilities`, before the backend's own peer
+    /// narrowed it (`peerAccepts`).
+    private var grantedFeatures: VirtioNetFeatures = []
+    private let renegotiation = Mutex<(@Sendable () -> Void)?>(nil)
     /// A call for frames in the backend's own buffers is queued on the loop (loop thread).
     private var resumeScheduled = false
     /// Made once: queued per wake-up, it must not allocate (LoopWork).
@@ -196,6 +201,7 @@ open class NetBackend: @unchecked Sendable {
     open func close() {
         handlers.disableReceive()
         handlers.removeAll()
+        renegotiation.withLock { $0 = nil }
         source?.cancel()
         source = nil
     }
@@ -216,6 +222,25 @@ open class NetBackend: @unchecked Sendable {
         frontendHeaderLength = length
         vnetHeaderLength = be
         negotiatedFeatures = features
+        grantedFeatures = features
+    }
+
+    /// The backend's own peer (a vhost-user guest, after SET_FEATURES) accepts only
+    /// `features` of what the frontend granted; nil: all of it again (a new peer).
+    /// `negotiatedFeatures` narrows and the frontend hears of it through the
+    /// renegotiation handler, so that its output cuts and finishes checksums for what the
+    /// peer no longer takes instead of handing it frames it would drop. Loop thread.
+    public final func peerAccepts(_ features: VirtioNetFeatures?) {
+        let narrowed = features.map { grantedFeatures.intersection($0) } ?? grantedFeatures
+        guard narrowed != negotiatedFeatures else { return }
+        negotiatedFeatures = narrowed
+        renegotiation.withLock { $0 }?()
+    }
+
+    /// Called on the loop thread when `negotiatedFeatures` narrowed or widened after
+    /// `setCapabilities` (see `peerAccepts`); nil removes it.
+    public final func setRenegotiationHandler(_ handler: (@Sendable () -> Void)?) {
+        renegotiation.withLock { $0 = handler }
     }
 
     /// The convenience most callers want: send a frame held in one buffer.
@@ -265,6 +290,7 @@ open class NetBackend: @unchecked Sendable {
     /// cycle: removing the handlers (or `close`) ends it.
     public final func removeHandlers() {
         handlers.removeAll()
+        renegotiation.withLock { $0 = nil }
     }
 
     /// Whether the frontend has receive enabled.

@@ -128,6 +128,8 @@ extension VhostUserBackend {
             q.indirect = f & VirtioRingFeature.indirectDescriptors != 0
         }
         guestTakes = VirtioNetFeatures(rawValue: f).intersection(VirtioNetFeatures.guestOffloads.union(.hostOffloads)).mirrored
+        // What the guest declined is cut and checksummed by the relay's egress toward it.
+        peerAccepts(guestTakes)
         logger.info("\(name): guest features \(VirtioRingFeature.describe(f)), header \(guestHeaderLength) bytes")
     }
 

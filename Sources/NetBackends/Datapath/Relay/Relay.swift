@@ -35,6 +35,10 @@ public final class Relay: @unchecked Sendable {
         b.setWritableHandler { do throws(NetBackendError) { try f.resume() } catch { loop.stop(throwing: error) } }
         a.setWritableHandler { do throws(NetBackendError) { try r.resume() } catch { loop.stop(throwing: error) } }
         // A side whose peer is away shows the other side link down (a tap loses carrier).
+        // A side whose own peer takes fewer offloads than it was granted (a vhost-user
+        // guest) has the output toward it cut and checksum for it from then on.
+        b.setRenegotiationHandler { f.egress.renegotiated() }
+        a.setRenegotiationHandler { r.egress.renegotiated() }
         a.setLinkStateHandler { [b] up in do throws(NetBackendError) { try b.setCarrier(up) } catch { loop.stop(throwing: error) } }
         b.setLinkStateHandler { [a] up in do throws(NetBackendError) { try a.setCarrier(up) } catch { loop.stop(throwing: error) } }
         do throws(NetBackendError) {
