@@ -14,6 +14,17 @@ public enum NetmapSendOutcome: Equatable, Sendable {
     case tooLarge
     /// A slot the peer handed over names a buffer outside the memory (counted in `faults`).
     case peerFault
+
+    /// The reason a refused frame is counted under (nil for `.queued` and `.noSpace`):
+    /// one mapping for every sender over these rings (a netmap port, both ends of a vale port).
+    @inline(__always)
+    public var dropReason: DropReason? {
+        switch self {
+        case .tooLarge: .oversized
+        case .peerFault: .malformed
+        case .queued, .noSpace: nil
+        }
+    }
 }
 
 /// Writes frames into a ring's free slots: a TX ring from the user side (a netmap port),

@@ -162,14 +162,16 @@ public final class NetmapBackend: NetBackend, @unchecked Sendable {
             var full = 0
             for k in 0..<rings.count {
                 let i = (transmitRing + k) % rings.count
-                switch rings[i].send(frame) {
+                let outcome = rings[i].send(frame)
+                switch outcome {
                 case .queued:
                     transmitRing = i
                     if !more { try flush() }
                     return .sent(IOVectors.length(of: frame))
                 case .tooLarge, .peerFault:
-                    statistics.countDrop(.malformed)
-                    return .dropped(.malformed)
+                    let reason = outcome.dropReason!
+                    statistics.countDrop(reason)
+                    return .dropped(reason)
                 case .noSpace:
                     if rings[i].freeSlots == 0 { full += 1 }
                 }

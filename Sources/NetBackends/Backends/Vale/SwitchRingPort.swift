@@ -83,19 +83,18 @@ public final class SwitchRingPort: NetBackend, @unchecked Sendable {
     public override var hasBufferedFrames: Bool { fromClient.filledSlots > 0 }
 
     public override func send(_ frame: UnsafeBufferPointer<iovec>, more: Bool) throws(NetBackendError) -> SendResult {
-        switch toClient.send(frame) {
+        let outcome = toClient.send(frame)
+        switch outcome {
         case .queued:
             if !more { try flush() }
             return .sent(IOVectors.length(of: frame))
         case .noSpace:
             // The client's RX ring is full: it is slow; the switch drops for it alone.
             return .wouldBlock
-        case .tooLarge:
-            statistics.countDrop(.oversized)
-            return .dropped(.oversized)
-        case .peerFault:
-            statistics.countDrop(.malformed)
-            return .dropped(.malformed)
+        case .tooLarge, .peerFault:
+            let reason = outcome.dropReason!
+            statistics.countDrop(reason)
+            return .dropped(reason)
         }
     }
 

@@ -293,12 +293,10 @@ public final class ValeBackend: NetBackend, @unchecked Sendable {
             waitingForRoom = true
             updateInterest()
             return .wouldBlock
-        case .tooLarge:
-            statistics.countDrop(.oversized)
-            return .dropped(.oversized)
-        case .peerFault:
-            statistics.countDrop(.malformed)
-            return .dropped(.malformed)
+        case .tooLarge, .peerFault:
+            let reason = outcome.dropReason!
+            statistics.countDrop(reason)
+            return .dropped(reason)
         }
     }
 
